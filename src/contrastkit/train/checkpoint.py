@@ -1,0 +1,39 @@
+"""Atomic checkpoint files: a crash mid-write never leaves a truncated checkpoint behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from contrastkit.errors import ContrastkitError
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ContrastkitError(f"no checkpoint at {path}; train first (contrastkit train --out {path.parent.parent}).")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise ContrastkitError(f"checkpoint {path} cannot be read ({error}); it may come from another "
+                               "program or an older contrastkit.") from error

@@ -1,0 +1,206 @@
+"""The training loop: augment on the device, step, log every N steps, checkpoint every epoch.
+
+The loop reads the loss back to the host only every ``log_every`` steps, so the GPU never waits
+for Python between steps. An epoch's data order and augmentations depend only on (seed, epoch),
+and checkpoints are taken at epoch ends, so ``fit(resume=True)`` reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit.data.device_loader import DeviceLoader, epoch_seed
+from contrastkit.errors import ContrastkitError
+from contrastkit.train.checkpoint import load_checkpoint, save_atomic
+from contrastkit.train.schedules import cosine_with_warmup
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingDiverged(ContrastkitError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainerState:
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    train_seconds: float = 0.0
+
+
+class Trainer:
+    """Runs ``method.training_step(augment(batch))`` over a :class:`DeviceLoader`.
+
+    Args:
+        method: an nn.Module with ``training_step(views, validate=...) -> {"loss": ...}``.
+        augment: maps a uint8 batch and a generator to a list of views (a preset's MultiView).
+        loader: device-resident batches.
+        optimizer: its param groups' ``lr`` is the peak; the cosine schedule scales it per step.
+        out_dir: run folder for metrics.jsonl, tensorboard/ and checkpoints/ (None: keep nothing).
+        precision: "fp32", "bf16" or "fp16" (autocast; fp16 adds gradient scaling).
+        callbacks: called with the state after every epoch's checkpoint.
+    """
+
+    def __init__(self, method: nn.Module, augment: Callable[..., Sequence[Tensor]], loader: DeviceLoader,
+                 optimizer: torch.optim.Optimizer, *, epochs: int, warmup_epochs: float = 0.0,
+                 out_dir: str | Path | None = None, precision: str = "fp32", channels_last: bool = False,
+                 compile: bool = False, log_every: int = 20, progress: bool = True,
+                 checkpoint_extra: dict[str, Any] | None = None,
+                 callbacks: Sequence[Callable[[TrainerState], None]] = ()) -> None:
+        self.method = method
+        self.augment = augment
+        self.loader = loader
+        self.optimizer = optimizer
+        self.epochs = epochs
+        self.device = loader.device
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.precision = precision
+        self.channels_last = channels_last
+        self.log_every = log_every
+        self.progress = progress
+        self.checkpoint_extra = checkpoint_extra or {}
+        self.callbacks = list(callbacks)
+        self.steps_per_epoch = len(loader)
+        self.total_steps = epochs * self.steps_per_epoch
+        self.warmup_steps = int(warmup_epochs * self.steps_per_epoch)
+        self.peak_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
+        self.state = TrainerState()
+        if channels_last:
+            method.to(memory_format=torch.channels_last)
+        self._step = torch.compile(self._train_step) if compile else self._train_step
+
+    # -- the hot path ---------------------------------------------------------------------
+    def _train_step(self, views: Sequence[Tensor]) -> Tensor:
+        dtype = AUTOCAST_DTYPES.get(self.precision)
+        autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        with autocast:
+            loss = self.method.training_step(views, validate=False)["loss"]
+        self.scaler.scale(loss).backward()
+        return loss.detach()
+
+    def _set_lr(self, step: int) -> float:
+        factor = cosine_with_warmup(step, self.total_steps, self.warmup_steps)
+        for group, peak in zip(self.optimizer.param_groups, self.peak_lrs):
+            group["lr"] = peak * factor
+        return self.peak_lrs[0] * factor
+
+    def fit(self, resume: bool = False) -> TrainerState:
+        """Train to ``epochs``; with ``resume`` continue from the run folder's last checkpoint."""
+        if resume:
+            self._resume()
+        writer = self._open_writers()
+        self.method.train()
+        try:
+            for epoch in range(self.state.epoch, self.epochs):
+                self._run_epoch(epoch, writer)
+                self.state.epoch = epoch + 1
+                self._save_checkpoint()
+                for callback in self.callbacks:
+                    callback(self.state)
+        finally:
+            if writer is not None:
+                writer.close()
+        return self.state
+
+    def _run_epoch(self, epoch: int, writer: Any) -> None:
+        from tqdm.auto import tqdm
+
+        augment_seed = epoch_seed(self.loader.seed, epoch, stream=1)
+        augment_generator = torch.Generator(device=self.device).manual_seed(augment_seed)
+        loss_sum = torch.zeros((), device=self.device)
+        interval_steps, interval_start = 0, time.perf_counter()
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}",
+                   disable=not self.progress, dynamic_ncols=True, leave=False)
+        epoch_start = time.perf_counter()
+        batch_images = 0
+        for images, _ in self.loader.epoch(epoch):
+            lr = self._set_lr(self.state.step)
+            views = self.augment(images, generator=augment_generator)
+            if self.channels_last:
+                views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+            loss = self._step(views)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.float()
+            self.state.step += 1
+            interval_steps += 1
+            batch_images = images.shape[0]
+            bar.update(1)
+            last_of_epoch = self.state.step % self.steps_per_epoch == 0
+            if self.state.step % self.log_every == 0 or last_of_epoch:
+                mean_loss = (loss_sum / interval_steps).item()  # the one host sync per interval
+                elapsed = time.perf_counter() - interval_start
+                record = {"step": self.state.step, "epoch": round(self.state.step / self.steps_per_epoch, 4),
+                          "loss": mean_loss, "lr": lr,
+                          "images_per_second": interval_steps * batch_images / elapsed}
+                self._check_finite(mean_loss, epoch, lr)
+                self._log(record, writer)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.3g}", img_s=f"{record['images_per_second']:.0f}")
+                loss_sum.zero_()
+                interval_steps, interval_start = 0, time.perf_counter()
+        bar.close()
+        self.state.train_seconds += time.perf_counter() - epoch_start
+        if self.progress:
+            print(f"epoch {epoch + 1}/{self.epochs}  loss {mean_loss:.4f}  "
+                  f"{self.state.train_seconds:.0f}s", flush=True)
+
+    def _check_finite(self, loss: float, epoch: int, lr: float) -> None:
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"the loss became {loss} by step {self.state.step} (epoch {epoch + 1}, lr {lr:.3g}). "
+                "Lower the learning rate or add warmup_epochs, and check the data for NaN; "
+                "the last good checkpoint is kept in the run folder.")
+
+    # -- logs and checkpoints -----------------------------------------------------------------
+    def _open_writers(self) -> Any:
+        if self.out_dir is None:
+            return None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.state.step or None)
+
+    def _log(self, record: dict[str, float], writer: Any) -> None:
+        if self.out_dir is None:
+            return
+        with open(self.out_dir / "metrics.jsonl", "a") as file:
+            file.write(json.dumps(record) + "\n")
+        for key in ("loss", "lr", "images_per_second"):
+            writer.add_scalar(f"train/{key}", record[key], record["step"])
+
+    @property
+    def checkpoint_path(self) -> Path:
+        if self.out_dir is None:
+            raise ContrastkitError("this Trainer has no out_dir, so it keeps no checkpoints.")
+        return self.out_dir / "checkpoints" / "last.pt"
+
+    def _save_checkpoint(self) -> None:
+        if self.out_dir is None:
+            return
+        save_atomic({"method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
+                     "scaler": self.scaler.state_dict(), "trainer": asdict(self.state),
+                     **self.checkpoint_extra}, self.checkpoint_path)
+
+    def _resume(self) -> None:
+        checkpoint = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        self.method.load_state_dict(checkpoint["method"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        self.state = TrainerState(**checkpoint["trainer"])
+        # Drop log lines of the interrupted epoch: they are written again as it reruns.
+        metrics = self.out_dir / "metrics.jsonl"
+        if metrics.exists():
+            kept = [line for line in metrics.read_text().splitlines()
+                    if line and json.loads(line)["step"] <= self.state.step]
+            metrics.write_text("".join(line + "\n" for line in kept))

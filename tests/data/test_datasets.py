@@ -1,0 +1,92 @@
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from contrastkit.data import DeviceLoader, load_dataset
+from contrastkit.errors import ConfigError, DatasetError
+
+SHARED_CIFAR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cifar10"
+
+
+def test_mnist_is_read_offline_exactly():
+    splits = load_dataset("mnist")
+    assert splits.train.images.shape == (60_000, 1, 28, 28) and splits.test.images.shape == (10_000, 1, 28, 28)
+    assert splits.train.images.dtype == torch.uint8 and int(splits.train.images.max()) == 255
+    assert splits.train.labels.tolist()[:5] == [5, 0, 4, 1, 9]  # the canonical first MNIST labels
+    assert torch.bincount(splits.test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_digits_split_is_fixed():
+    first, second = load_dataset("digits"), load_dataset("digits")
+    assert len(first.train) == 1437 and len(first.test) == 360
+    assert torch.equal(first.train.images, second.train.images)
+
+
+def _write_folder(root: Path, size: int = 12, per_class: int = 4) -> None:
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for index in range(per_class):
+            array = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(array).save(root / name / f"{index}.png")
+
+
+def test_image_folder_skips_corrupt_images_with_a_warning(tmp_path):
+    _write_folder(tmp_path)
+    (tmp_path / "dog" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
+        splits = load_dataset(str(tmp_path))
+    assert splits.skipped == 1
+    assert len(splits.train) + len(splits.test) == 8
+    assert splits.classes == ["cat", "dog"] and splits.channels == 3 and splits.image_size == 12
+
+
+def test_image_folder_with_mixed_sizes_needs_image_size(tmp_path):
+    _write_folder(tmp_path)
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "cat" / "big.png")
+    with pytest.raises(DatasetError, match="image_size"):
+        load_dataset(str(tmp_path))
+    splits = load_dataset(str(tmp_path), image_size=8)
+    assert splits.image_size == 8
+
+
+def test_missing_or_unknown_datasets_say_what_to_do(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_dataset(str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="did you mean 'mnist'"):
+        load_dataset("mnits")
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no images found"):
+        load_dataset(str(tmp_path / "empty"))
+
+
+def test_cifar10_offline_without_data_explains_how_to_get_it(tmp_path):
+    with pytest.raises(DatasetError, match="could not be downloaded"):
+        load_dataset("cifar10", root=tmp_path, download=False)
+
+
+@pytest.mark.skipif(not SHARED_CIFAR.is_dir(), reason="needs ../shared/data/cifar10 (the shared CIFAR-10 tree)")
+def test_cifar10_from_the_shared_image_folder_tree():
+    splits = load_dataset("cifar10", root=SHARED_CIFAR)
+    assert splits.train.images.shape == (50_000, 3, 32, 32) and len(splits.test) == 10_000
+    assert len(splits.classes) == 10
+
+
+def test_device_loader_order_depends_only_on_seed_and_epoch():
+    images = torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1)
+    loader = DeviceLoader(images, torch.arange(20), batch_size=6, seed=1)
+    assert len(loader) == 3
+    first = torch.cat([batch for batch, _ in loader.epoch(0)])
+    again = torch.cat([batch for batch, _ in DeviceLoader(images, torch.arange(20), 6, seed=1).epoch(0)])
+    assert torch.equal(first, again)
+    assert not torch.equal(first, torch.cat([batch for batch, _ in loader.epoch(1)]))
+    assert len(set(first.flatten().tolist())) == 18  # no repeats within an epoch
+    for batch, labels in loader.epoch(0):
+        assert torch.equal(batch.flatten().long(), labels)
+    with pytest.raises(ConfigError, match="larger than the dataset"):
+        DeviceLoader(images, torch.arange(20), batch_size=21)

@@ -1,0 +1,50 @@
+import pytest
+
+from contrastkit.config import Config, load_yaml, parse_overrides, resolve, save_yaml, update
+from contrastkit.errors import ConfigError
+
+
+def test_unknown_key_suggests_the_close_match():
+    with pytest.raises(ConfigError, match="unknown config key 'temprature'; did you mean 'temperature'"):
+        update(Config(), {"temprature": 0.2})
+
+
+def test_overrides_are_parsed_as_yaml_and_type_checked():
+    values = parse_overrides(["lr=0.1", "compile=true", "epochs=3", "preset_options={min_scale: 0.5}"])
+    config = update(Config(), values)
+    assert (config.lr, config.compile, config.epochs) == (0.1, True, 3)
+    assert config.preset_options == {"min_scale": 0.5}
+    assert update(Config(), {"temperature": 1}).temperature == 1.0  # int -> float is lossless
+    with pytest.raises(ConfigError, match="epochs must be"):
+        update(Config(), {"epochs": "many"})
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["lr"])
+
+
+def test_resolve_fills_the_recipe_and_scales_the_learning_rate():
+    config = resolve(Config(dataset="cifar10", batch_size=256))
+    assert config.backbone == "resnet18" and config.cifar_stem is True and config.epochs == 200
+    assert config.lr == pytest.approx(0.12)
+    assert resolve(Config(dataset="mnist", epochs=1)).epochs == 1  # the user's value wins
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"optimizer": "adam"}, "optimizer must be one of"),
+    ({"temperature": -0.1}, "temperature must be > 0"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"warmup_epochs": 100.0, "epochs": 2}, "warmup_epochs"),
+])
+def test_bad_values_are_refused(values, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(update(Config(), values))
+
+
+def test_yaml_round_trip_and_errors(tmp_path):
+    config = resolve(Config(dataset="digits"))
+    save_yaml(config, tmp_path / "config.yaml")
+    assert update(Config(), load_yaml(tmp_path / "config.yaml")) == config
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_yaml(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_yaml(tmp_path / "list.yaml")

@@ -1,0 +1,110 @@
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from contrastkit import runs
+from contrastkit.config import Config
+from contrastkit.data import DeviceLoader
+from contrastkit.train import LARS, Trainer, TrainingDiverged, cosine_with_warmup, load_checkpoint, save_atomic
+
+
+def digits_config(tmp_path, name="run", **values):
+    base = dict(dataset="digits", epochs=3, batch_size=64, log_every=4, evaluate=False, plot=False,
+                progress=False, out=str(tmp_path / name))
+    return Config(**{**base, **values})
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_short_simclr_run_has_finite_falling_loss(tmp_path):
+    run_dir = runs.train(digits_config(tmp_path, epochs=4))
+    losses = [record["loss"] for record in read_metrics(run_dir)]
+    assert all(math.isfinite(loss) for loss in losses)
+    assert losses[-1] < losses[0] - 0.1
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()
+    assert any((run_dir / "tensorboard").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs"] == 4 and summary["train_seconds"] > 0
+
+
+def test_resume_after_an_interruption_matches_the_uninterrupted_run(tmp_path):
+    straight = runs.train(digits_config(tmp_path, "straight"))
+
+    def interrupt_after_first_epoch(state):
+        if state.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runs.train(digits_config(tmp_path, "resumed"), callbacks=[interrupt_after_first_epoch])
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["trainer"]["epoch"] == 1
+    resumed = runs.train(Config(out=str(tmp_path / "resumed"), progress=False), resume=True)
+
+    expected = load_checkpoint(straight / "checkpoints" / "last.pt")["method"]
+    actual = load_checkpoint(resumed / "checkpoints" / "last.pt")["method"]
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=key)
+    assert [r["loss"] for r in read_metrics(resumed)] == [r["loss"] for r in read_metrics(straight)]
+
+
+def test_starting_over_an_existing_run_or_resuming_nothing_is_refused(tmp_path):
+    run_dir = runs.train(digits_config(tmp_path, epochs=1))
+    with pytest.raises(runs.ContrastkitError, match="already holds a run"):
+        runs.train(digits_config(tmp_path, epochs=1))
+    with pytest.raises(runs.ContrastkitError, match="nothing to resume"):
+        runs.train(Config(out=str(tmp_path / "elsewhere")), resume=True)
+    assert run_dir.exists()
+
+
+class NaNMethod(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1))
+
+    def training_step(self, views, validate=True):
+        return {"loss": self.weight.sum() * float("nan")}
+
+
+def test_a_nan_loss_stops_training_with_a_clear_error():
+    method = NaNMethod()
+    loader = DeviceLoader(torch.zeros(8, 1, 2, 2, dtype=torch.uint8), torch.zeros(8, dtype=torch.long), 4)
+    trainer = Trainer(method, lambda images, generator=None: [images.float()], loader,
+                      torch.optim.SGD(method.parameters(), lr=0.1), epochs=1, log_every=1, progress=False)
+    with pytest.raises(TrainingDiverged, match="the loss became nan by step 1 .*Lower the learning rate"):
+        trainer.fit()
+
+
+def test_checkpoint_writes_are_atomic(tmp_path):
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_atomic({"value": torch.ones(3)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle")
+
+    with pytest.raises(RuntimeError):
+        save_atomic({"value": Unpicklable()}, path)
+    assert torch.equal(torch.load(path)["value"], torch.ones(3))
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+def test_cosine_schedule_with_warmup():
+    factors = [cosine_with_warmup(step, 100, 10) for step in range(101)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[55] == pytest.approx(0.5) and factors[100] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+
+
+def test_lars_step_matches_its_formula():
+    weight = nn.Parameter(torch.tensor([[3.0, 4.0]]))
+    bias = nn.Parameter(torch.tensor([1.0]))
+    weight.grad, bias.grad = torch.tensor([[0.0, 1.0]]), torch.tensor([0.5])
+    LARS([weight, bias], lr=0.1, momentum=0.9, weight_decay=0.1, trust_coefficient=0.01).step()
+    update = torch.tensor([[0.3, 1.4]])
+    ratio = 0.01 * 5.0 / update.norm()
+    torch.testing.assert_close(weight.detach(), torch.tensor([[3.0, 4.0]]) - 0.1 * ratio * update)
+    torch.testing.assert_close(bias.detach(), torch.tensor([1.0 - 0.05]))  # no decay, no adaptation
