@@ -18,7 +18,7 @@ def run_cli(*argv):
 def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cli") / "run"
     code = run_cli("train", "--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--out", str(run_dir),
-                   "progress=false", "plot_points=200", "linear_epochs=5")
+                   "progress=false", "plot_points=200")
     assert code == 0
     return run_dir
 

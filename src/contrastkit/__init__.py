@@ -5,7 +5,7 @@ nn.Modules for use in any training loop; ``contrastkit.train`` and the ``contras
 on top of them.
 """
 
-
+from contrastkit.augment import MultiView, preset
 from contrastkit.config import Config
 from contrastkit.data import DeviceLoader, load_dataset
 from contrastkit.errors import ConfigError, ContrastkitError, DatasetError, InputError

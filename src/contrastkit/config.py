@@ -56,7 +56,7 @@ class Config:
     evaluate: bool = True
     knn_k: int | None = None
     knn_temperature: float = 0.1
-    linear_epochs: int = 30
+    linear_weight_decay: float = 1e-3
     raw_baseline: bool = True
     plot: bool = True
     embedding_method: str = "auto"
@@ -174,12 +174,12 @@ def validate(config: Config) -> None:
     for key, allowed in CHOICES.items():
         if getattr(config, key) not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {getattr(config, key)!r}.")
-    positive = ("epochs", "batch_size", "projection_dim", "log_every", "knn_k", "linear_epochs", "plot_points")
+    positive = ("epochs", "batch_size", "projection_dim", "log_every", "knn_k", "plot_points")
     for key in positive:
         value = getattr(config, key)
         if value is not None and value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}.")
-    for key in ("temperature", "lr", "knn_temperature"):
+    for key in ("temperature", "lr", "knn_temperature", "linear_weight_decay"):
         value = getattr(config, key)
         if value is not None and value <= 0:
             raise ConfigError(f"{key} must be > 0, got {value}.")

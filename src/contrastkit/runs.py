@@ -162,7 +162,7 @@ def evaluate(run: Run, out_dir: Path, protocols: Sequence[str] = PROTOCOLS) -> d
                                         temperature=config.knn_temperature, num_classes=num_classes)
             else:
                 predicted = linear_probe(train_x, train_labels, test_x, num_classes=num_classes,
-                                         epochs=config.linear_epochs, seed=config.seed)
+                                         weight_decay=config.linear_weight_decay)
             metrics = classification_metrics(test_labels, predicted, num_classes=num_classes)
             results.update({f"{prefix}{protocol}_{key}": round(value, 4) for key, value in metrics.items()})
     results["eval_seconds"] = round(time.perf_counter() - start, 2)

@@ -42,7 +42,8 @@ def test_resume_after_an_interruption_matches_the_uninterrupted_run(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         runs.train(digits_config(tmp_path, "resumed"), callbacks=[interrupt_after_first_epoch])
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["trainer"]["epoch"] == 1
-    resumed = runs.train(Config(out=str(tmp_path / "resumed"), progress=False), resume=True)
+    resumed = runs.train(Config(out=str(tmp_path / "resumed"), progress=False, log_every=4, evaluate=False,
+                                plot=False), resume=True)
 
     expected = load_checkpoint(straight / "checkpoints" / "last.pt")["method"]
     actual = load_checkpoint(resumed / "checkpoints" / "last.pt")["method"]

@@ -312,7 +312,9 @@ class RandomRotation(BatchTransform):
         theta[:, 1, 0] = sin * (width / height)
         theta[:, 1, 1] = cos
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # Resampling at angle 0 is only identity up to float error; keep unrotated samples exact.
+        return torch.where((params["angle"] == 0)[:, None, None, None], x, out)
 
     def extra_repr(self) -> str:
         return f"degrees={self.degrees}, p={self.p}"
@@ -419,7 +421,6 @@ class ColorJitter(BatchTransform):
         fns = {"brightness": _adjust_brightness, "contrast": _adjust_contrast}
         if c == 3:
             fns.update(saturation=_adjust_saturation, hue=_adjust_hue)
-        b = x.shape[0]
         # Op id per (sample, position); -1 for samples the jitter skips.
         key = torch.where(params["apply"][:, None], params["order"], torch.full_like(params["order"], -1))
         # Group samples by op at each position with one stable sort per column; a single host sync
@@ -437,7 +438,6 @@ class ColorJitter(BatchTransform):
                     factor = params[name].index_select(0, idx)
                     out.index_copy_(0, idx, fns[name](out.index_select(0, idx), factor))
                 start = end
-        assert start == b
         return out
 
     def extra_repr(self) -> str:
@@ -603,7 +603,7 @@ class Normalize(BatchTransform):
         return (x - mean) / std
 
     def extra_repr(self) -> str:
-        return f"mean={self.mean.tolist()}, std={self.std.tolist()}"
+        return f"mean={[round(v, 6) for v in self.mean.tolist()]}, std={[round(v, 6) for v in self.std.tolist()]}"
 
 
 class Compose(BatchTransform):

@@ -21,9 +21,10 @@ def _check_labels(name: str, labels: Tensor, n: int, features_name: str) -> None
 
 
 def _resolve_num_classes(labels: Tensor, num_classes: int | None, name: str) -> int:
-    if labels.numel() and int(labels.min()) < 0:
+    """Return ``num_classes`` (default: largest label + 1) after checking the non-empty ``labels`` fit it."""
+    if int(labels.min()) < 0:
         raise InputError(f"{name} holds negative values; class indices must be in [0, num_classes).")
-    top = int(labels.max()) + 1 if labels.numel() else 0
+    top = int(labels.max()) + 1
     if num_classes is None:
         return top
     if num_classes < 1:
@@ -33,6 +34,22 @@ def _resolve_num_classes(labels: Tensor, num_classes: int | None, name: str) -> 
             f"{name} holds class {top - 1} but num_classes={num_classes}; raise num_classes or fix the labels."
         )
     return num_classes
+
+
+def _check_split(train_features: Tensor, train_labels: Tensor, test_features: Tensor) -> None:
+    """Validate a (train features, train labels, test features) triple; shared with the linear probe."""
+    check_ndim("train_features", train_features, 2, "(N_train, D)")
+    check_ndim("test_features", test_features, 2, "(N_test, D)")
+    if train_features.shape[1] != test_features.shape[1]:
+        raise InputError(
+            f"train_features has D={train_features.shape[1]} but test_features has D={test_features.shape[1]}; "
+            "extract both with the same encoder."
+        )
+    if train_features.shape[0] == 0:
+        raise InputError("train_features is empty; pass at least one training row.")
+    _check_labels("train_labels", train_labels, train_features.shape[0], "train_features")
+    check_finite("train_features", train_features)
+    check_finite("test_features", test_features)
 
 
 def knn_predict(
@@ -62,25 +79,13 @@ def knn_predict(
         >>> knn_predict(train, labels, train[:10], k=20).shape
         torch.Size([10])
     """
-    check_ndim("train_features", train_features, 2, "(N_train, D)")
-    check_ndim("test_features", test_features, 2, "(N_test, D)")
-    if train_features.shape[1] != test_features.shape[1]:
-        raise InputError(
-            f"train_features has D={train_features.shape[1]} but test_features has D={test_features.shape[1]}; "
-            "extract both with the same encoder."
-        )
-    if train_features.shape[0] == 0:
-        raise InputError("train_features is empty; kNN needs at least one training row.")
-    _check_labels("train_labels", train_labels, train_features.shape[0], "train_features")
+    _check_split(train_features, train_labels, test_features)
     if not isinstance(k, int) or k < 1:
         raise ConfigError(f"k must be an integer >= 1, got {k!r}.")
     if not temperature > 0:
         raise ConfigError(f"temperature must be > 0, got {temperature!r}; 0.1 is a common choice.")
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}.")
-    check_finite("train_features", train_features)
-    check_finite("test_features", test_features)
-
     device = train_features.device
     dtype = torch.promote_types(train_features.dtype, torch.float32)
     labels = train_labels.to(device=device, dtype=torch.long)

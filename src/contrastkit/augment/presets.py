@@ -1,0 +1,198 @@
+"""Named multi-view augmentation pipelines (SimCLR for CIFAR / ImageNet, MNIST, sklearn digits).
+
+Example::
+
+    aug = preset("simclr_cifar", jitter_strength=0.5)
+    view1, view2 = aug(uint8_images)      # two float views, (B, 3, 32, 32)
+    x_eval = aug.eval_view(uint8_images)  # just to_float + Normalize
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit.augment.image import (
+    ColorJitter,
+    Compose,
+    GaussianBlur,
+    Normalize,
+    RandomGrayscale,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    RandomRotation,
+    _check_images,
+    to_float,
+)
+from contrastkit.errors import ConfigError
+from contrastkit.registry import Registry
+
+__all__ = ["MultiView", "preset", "list_presets", "register_preset"]
+
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+DIGITS_MEAN, DIGITS_STD = (0.3,), (0.38,)
+
+# Arguments every preset takes; builders declare their extra options as keyword-only parameters.
+_COMMON = ("size", "mean", "std")
+
+
+class MultiView(nn.Module):
+    """One augmentation pipeline per view, plus the evaluation transform.
+
+    ``forward`` converts the batch to float once and returns one augmented view per pipeline, each
+    contiguous (channels_last when ``channels_last`` is True).
+
+    Example::
+
+        mv = MultiView([pipeline, pipeline], Compose([Normalize(mean, std)]))
+        v1, v2 = mv(images)
+    """
+
+    def __init__(self, views: Sequence[Compose], eval_transform: Compose, *, channels_last: bool = False) -> None:
+        super().__init__()
+        views = list(views)
+        if not views:
+            raise ConfigError("MultiView needs at least one view pipeline.")
+        for v in [*views, eval_transform]:
+            if not isinstance(v, Compose):
+                raise ConfigError(f"MultiView takes Compose pipelines, got {type(v).__name__}.")
+        self.views = nn.ModuleList(views)
+        self.eval_transform = eval_transform
+        self.channels_last = bool(channels_last)
+
+    def _layout(self, x: Tensor) -> Tensor:
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.contiguous(memory_format=fmt)
+
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+        """uint8 or float (B, C, H, W) -> one augmented float view per pipeline."""
+        x = to_float(images)
+        _check_images(x)
+        return [self._layout(view(x, generator)) for view in self.views]
+
+    def eval_view(self, images: Tensor) -> Tensor:
+        """uint8 or float (B, C, H, W) -> normalised float images, no randomness."""
+        x = to_float(images)
+        return self._layout(self.eval_transform(x))
+
+    def extra_repr(self) -> str:
+        return f"num_views={len(self.views)}, channels_last={self.channels_last}"
+
+
+Builder = Callable[..., MultiView]
+_PRESETS: Registry[Builder] = Registry("augmentation preset")
+
+
+def register_preset(name: str) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder(*, size, mean, std, **options) -> MultiView`` under ``name``."""
+    return _PRESETS.register(name)
+
+
+def list_presets() -> list[str]:
+    """Names accepted by :func:`preset`, sorted."""
+    return _PRESETS.names()
+
+
+def _options_of(builder: Builder) -> list[str]:
+    return [
+        p.name for p in inspect.signature(builder).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _COMMON
+    ]
+
+
+def preset(name: str, *, size: int | None = None, mean: Sequence[float] | None = None,
+           std: Sequence[float] | None = None, **options: object) -> MultiView:
+    """Build the named multi-view pipeline; ``size``/``mean``/``std`` default per preset.
+
+    Example::
+
+        aug = preset("mnist", degrees=10)
+        v1, v2 = aug(images)    # images: (B, 1, 28, 28) uint8 or float
+    """
+    builder = _PRESETS.get(name)  # ConfigError with a close-match suggestion for unknown names
+    accepted = _options_of(builder)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        hints = [f"{u!r} (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(u, accepted, n=1)) else repr(u)
+                 for u in unknown]
+        raise ConfigError(
+            f"unknown option(s) {', '.join(hints)} for preset {name!r}; accepted options: "
+            f"{', '.join(accepted) or 'none'} (plus size, mean, std)."
+        )
+    if (mean is None) != (std is None):
+        raise ConfigError("give both mean and std (or neither, for the preset's defaults).")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+        raise ConfigError(f"size must be a positive integer, got {size!r}.")
+    return builder(size=size, mean=mean, std=std, **options)
+
+
+def _default(value: Sequence[float] | None, default: Sequence[float]) -> Sequence[float]:
+    return default if value is None else value
+
+
+def _blur_kernel(size: int) -> int:
+    """Odd kernel of about 10% of the image side (SimCLR's recipe), at least 3."""
+    return max(3, int(0.1 * size) // 2 * 2 + 1)
+
+
+def _simclr(size: int, mean: Sequence[float], std: Sequence[float], strength: float, blur: bool) -> MultiView:
+    s = float(strength)
+    if s < 0:
+        raise ConfigError(f"jitter_strength must be non-negative, got {strength!r}.")
+    ops = [
+        RandomResizedCrop(size, scale=(0.08, 1.0)),
+        RandomHorizontalFlip(0.5),
+        ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5), p=0.8),
+        RandomGrayscale(0.2),
+    ]
+    if blur:
+        ops.append(GaussianBlur(_blur_kernel(size), sigma=(0.1, 2.0), p=0.5))
+    ops.append(Normalize(mean, std))
+    # SimCLR's views are symmetric: the same pipeline (and module) draws both.
+    pipeline = Compose(ops)
+    return MultiView([pipeline, pipeline], Compose([Normalize(mean, std)]))
+
+
+def _digit_views(size: int, mean: Sequence[float], std: Sequence[float], min_scale: float,
+                 degrees: float) -> MultiView:
+    # No flip (digits are not mirror-symmetric) and no colour ops (single channel).
+    pipeline = Compose([
+        RandomResizedCrop(size, scale=(float(min_scale), 1.0), ratio=(3 / 4, 4 / 3)),
+        RandomRotation(degrees),
+        Normalize(mean, std),
+    ])
+    return MultiView([pipeline, pipeline], Compose([Normalize(mean, std)]))
+
+
+@register_preset("simclr_cifar")
+def _simclr_cifar(*, size: int | None, mean: Sequence[float] | None, std: Sequence[float] | None,
+                  jitter_strength: float = 0.5, blur: bool = False) -> MultiView:
+    """SimCLR for 32x32 CIFAR: lightly's recipe (jitter strength 0.5, no blur by default)."""
+    return _simclr(size or 32, _default(mean, CIFAR10_MEAN), _default(std, CIFAR10_STD), jitter_strength, blur)
+
+
+@register_preset("simclr_imagenet")
+def _simclr_imagenet(*, size: int | None, mean: Sequence[float] | None, std: Sequence[float] | None,
+                     jitter_strength: float = 1.0, blur: bool = True) -> MultiView:
+    """SimCLR for ImageNet-size images (224, blur kernel 23)."""
+    return _simclr(size or 224, _default(mean, IMAGENET_MEAN), _default(std, IMAGENET_STD), jitter_strength, blur)
+
+
+@register_preset("mnist")
+def _mnist(*, size: int | None, mean: Sequence[float] | None, std: Sequence[float] | None,
+           min_scale: float = 0.3, degrees: float = 15.0) -> MultiView:
+    """Single-channel 28x28 digits: crop + small rotation."""
+    return _digit_views(size or 28, _default(mean, MNIST_MEAN), _default(std, MNIST_STD), min_scale, degrees)
+
+
+@register_preset("digits")
+def _digits(*, size: int | None, mean: Sequence[float] | None, std: Sequence[float] | None,
+            min_scale: float = 0.5, degrees: float = 10.0) -> MultiView:
+    """sklearn's 8x8 digits (fast tests): milder crop and rotation than mnist."""
+    return _digit_views(size or 8, _default(mean, DIGITS_MEAN), _default(std, DIGITS_STD), min_scale, degrees)
