@@ -179,7 +179,7 @@ def validate(config: Config) -> None:
         value = getattr(config, key)
         if value is not None and value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}.")
-    for key in ("temperature", "lr", "knn_temperature", "linear_weight_decay"):
+    for key in ("temperature", "lr", "knn_temperature"):
         value = getattr(config, key)
         if value is not None and value <= 0:
             raise ConfigError(f"{key} must be > 0, got {value}.")
