@@ -31,15 +31,16 @@ class Config:
     cifar_stem: bool | None = None
     preset: str | None = None
     preset_options: dict[str, Any] = field(default_factory=dict)
-    head: str = "mlp2"
+    method_options: dict[str, Any] = field(default_factory=dict)  # the method's own settings, e.g. queue_size
+    head: str | None = None
     hidden_dim: int | None = None
-    projection_dim: int = 128
+    projection_dim: int | None = None
     temperature: float | None = None
     similarity: str = "cosine"
     # how to train
     epochs: int | None = None
     batch_size: int | None = None
-    optimizer: str = "sgd"
+    optimizer: str | None = None
     lr: float | None = None
     momentum: float = 0.9
     weight_decay: float | None = None
@@ -63,24 +64,28 @@ class Config:
     plot_points: int = 3000
 
 
-# What a dataset's recipe sets when the user leaves a field unset. The MNIST recipe is sized to
-# pretrain and evaluate within five minutes on two CPU cores.
+# Recipes fill what the user left unset, in this order of precedence (highest first): the dataset's
+# entry for the method ("methods"), the method's recipe for the image scale (Method.recipes: "small"
+# for sides up to 64 pixels, "large" above), the dataset's recipe, FALLBACKS. "lr_per_256" is scaled
+# linearly with the batch size. The MNIST recipe is sized to pretrain and evaluate within five
+# minutes on two CPU cores.
 RECIPES: dict[str, dict[str, Any]] = {
-    "mnist": dict(backbone="small_cnn", epochs=6, batch_size=256, temperature=0.2, lr=0.12,
-                  weight_decay=5e-4, knn_k=20),
-    "digits": dict(backbone="small_cnn", epochs=10, batch_size=128, temperature=0.5, lr=0.06,
-                   weight_decay=5e-4, knn_k=20),
-    "cifar10": dict(backbone="resnet18", cifar_stem=True, epochs=200, batch_size=512, temperature=0.5,
-                    weight_decay=5e-4, knn_k=200),
+    "mnist": dict(image_side=28, backbone="small_cnn", epochs=6, batch_size=256, knn_k=20,
+                  methods={"simclr": dict(temperature=0.2)}),
+    "digits": dict(image_side=8, backbone="small_cnn", epochs=10, batch_size=128, knn_k=20),
+    "cifar10": dict(image_side=32, backbone="resnet18", cifar_stem=True, epochs=200, batch_size=512, knn_k=200),
 }
-DEFAULT_RECIPE: dict[str, Any] = dict(backbone="resnet18", epochs=100, batch_size=256, temperature=0.5,
-                                      weight_decay=5e-4, knn_k=200)
+DEFAULT_RECIPE: dict[str, Any] = dict(backbone="resnet18", epochs=100, batch_size=256, knn_k=200)
+FALLBACKS: dict[str, Any] = dict(optimizer="sgd", head="mlp2", projection_dim=128, weight_decay=5e-4,
+                                 lr_per_256=0.12)
+SMALL_IMAGE_SIDE = 64
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("sgd", "lars", "adamw"),
     "device": ("auto", "cpu", "cuda"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "similarity": ("cosine", "dot"),
     "embedding_method": ("auto", "tsne", "umap", "pca"),
+    "head": ("identity", "linear", "mlp2", "mlp3"),
 }
 # Settings a resumed run may change: where and how visibly it runs, not what it computes.
 RUNTIME_KEYS = ("device", "progress", "log_every", "evaluate", "plot", "raw_baseline", "embedding_method",
@@ -118,11 +123,20 @@ def _coerce(key: str, value: Any) -> Any:
 
 def update(config: Config, values: Mapping[str, Any]) -> Config:
     """A copy of ``config`` with ``values`` set, each key and value checked."""
-    checked = {}
+    checked: dict[str, Any] = {}
     for key, value in values.items():
+        key, dot, option = key.partition(".")
         if key not in FIELDS:
             raise _unknown_key(key)
-        checked[key] = _coerce(key, value)
+        if dot:  # method_options.queue_size=8192 sets one entry of a dict field
+            if not isinstance(getattr(config, key), dict) or not option:
+                raise ConfigError(f"{key}.{option} is not a valid key: only the dict keys (method_options, "
+                                  "preset_options) take a dotted option name, e.g. method_options.queue_size=8192.")
+            merged = dict(checked.get(key, getattr(config, key)))
+            merged[option] = value
+            checked[key] = merged
+        else:
+            checked[key] = _coerce(key, value)
     return dataclasses.replace(config, **checked)
 
 
@@ -157,15 +171,28 @@ def save_yaml(config: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
+def image_scale(config: Config) -> str:
+    """"small" (CIFAR-size, side <= 64) or "large" (ImageNet-size): which method recipe applies."""
+    side = config.image_size or RECIPES.get(config.dataset, {}).get("image_side")
+    return "small" if side is not None and side <= SMALL_IMAGE_SIDE else "large"
+
+
 def resolve(config: Config) -> Config:
-    """Fill every unset field from the dataset's recipe and validate the whole config."""
-    recipe = RECIPES.get(config.dataset, DEFAULT_RECIPE)
+    """Fill every unset field from the recipes (see RECIPES) and validate the whole config."""
+    from contrastkit.methods import METHODS
+
+    method = METHODS.get(config.method)
+    dataset_recipe = dict(RECIPES.get(config.dataset, DEFAULT_RECIPE))
+    dataset_recipe.pop("image_side", None)
+    per_method = dataset_recipe.pop("methods", {}).get(config.method, {})
+    recipe = {**FALLBACKS, **dataset_recipe, **method.recipes[image_scale(config)], **per_method}
+    lr_per_256 = recipe.pop("lr_per_256")
+    options = {**recipe.pop("method_options", {}), **config.method_options}
     filled = {key: value for key, value in recipe.items() if getattr(config, key) is None}
-    config = dataclasses.replace(config, **filled)
+    config = dataclasses.replace(config, **filled, method_options=method.options(options))
     if config.lr is None:
-        # The linear scaling rule of SimCLR's and lightly's recipes, per optimizer.
-        per_256 = {"sgd": 0.12, "lars": 0.3, "adamw": 2e-3}[config.optimizer]
-        config = dataclasses.replace(config, lr=per_256 * config.batch_size / 256)
+        # The linear scaling rule of SimCLR's and lightly's recipes.
+        config = dataclasses.replace(config, lr=lr_per_256 * config.batch_size / 256)
     validate(config)
     return config
 

@@ -14,7 +14,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from contrastkit import config as config_module
 from contrastkit.augment import MultiView, preset
@@ -23,7 +22,7 @@ from contrastkit.data import DatasetSplits, DeviceLoader, load_dataset
 from contrastkit.errors import ContrastkitError
 from contrastkit.evaluate import (classification_metrics, extract_features, knn_predict, linear_probe,
                                   plot_embedding, plot_training_curves)
-from contrastkit.methods import METHODS
+from contrastkit.methods import METHODS, Method
 from contrastkit.models import create_backbone
 from contrastkit.train import Trainer, TrainerState, create_optimizer, load_checkpoint, write_atomic
 
@@ -48,13 +47,18 @@ class Run:
         self.config = config
         self.device = pick_device(config.device)
         self.splits = splits or load_dataset(config.dataset, root=config.data_root, image_size=config.image_size)
+        method_class = METHODS.get(config.method)
+        if method_class.requires_labels and len(self.splits.classes) < 2:
+            raise ContrastkitError(f"{config.method} is supervised and needs class labels, but {config.dataset} has "
+                                   f"{len(self.splits.classes)} class; give an ImageFolder tree with one folder per "
+                                   "class, or choose a self-supervised method such as simclr.")
         torch.manual_seed(config.seed)
         backbone = create_backbone(config.backbone, in_channels=self.splits.channels,
                                    cifar_stem=bool(config.cifar_stem))
-        self.method: nn.Module = METHODS.get(config.method).from_config(backbone, config).to(self.device)
-        self.augment: MultiView = preset(config.preset or self.splits.default_preset,
-                                         size=config.image_size or self.splits.image_size,
-                                         mean=self.splits.mean, std=self.splits.std, **config.preset_options)
+        self.method: Method = method_class.from_config(backbone, config).to(self.device)
+        base_views = preset(config.preset or self.splits.default_preset, size=config.image_size or self.splits.image_size,
+                            mean=self.splits.mean, std=self.splits.std, **config.preset_options)
+        self.augment: MultiView = self.method.configure_views(base_views)
         self.precision = config.precision if config.precision != "auto" else (
             "bf16" if self.device.type == "cuda" else "fp32")
 
@@ -108,7 +112,9 @@ def train(config: Config, *, resume: bool = False,
         print(f"note: {run.splits.skipped} unreadable image(s) were skipped")
     loader = DeviceLoader(run.splits.train.images, run.splits.train.labels, config.batch_size,
                           device=run.device, seed=config.seed)
-    optimizer = create_optimizer(config.optimizer, run.method.parameters(), lr=config.lr,
+    # Momentum (teacher) encoders are updated by the method, never by the optimizer.
+    trainable = [parameter for parameter in run.method.parameters() if parameter.requires_grad]
+    optimizer = create_optimizer(config.optimizer, trainable, lr=config.lr,
                                  momentum=config.momentum, weight_decay=config.weight_decay, device=run.device)
     trainer = Trainer(run.method, run.augment, loader, optimizer, epochs=config.epochs,
                       warmup_epochs=config.warmup_epochs, out_dir=out_dir, precision=run.precision,

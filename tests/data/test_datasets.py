@@ -1,5 +1,3 @@
-import io
-import os
 from pathlib import Path
 
 import numpy as np

@@ -120,3 +120,13 @@ def test_bad_negatives_and_temperature_are_refused():
         InfoNCELoss(temperature=0.0)
     with pytest.raises(ConfigError, match="similarity"):
         InfoNCELoss(similarity="euclid")
+
+
+def test_bf16_autocast_keeps_the_logits_in_float32():
+    generator = torch.Generator().manual_seed(11)
+    views = [torch.randn(16, 32, generator=generator) for _ in range(2)]
+    expected = info_nce(*views, temperature=0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actual = info_nce(*views, temperature=0.1)
+    assert actual.dtype == torch.float32
+    assert actual.item() == pytest.approx(expected.item(), rel=1e-6)

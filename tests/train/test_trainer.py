@@ -8,6 +8,7 @@ from torch import nn
 from contrastkit import runs
 from contrastkit.config import Config
 from contrastkit.data import DeviceLoader
+from contrastkit.methods import Method
 from contrastkit.train import LARS, Trainer, TrainingDiverged, cosine_with_warmup, load_checkpoint, save_atomic
 
 
@@ -61,12 +62,12 @@ def test_starting_over_an_existing_run_or_resuming_nothing_is_refused(tmp_path):
     assert run_dir.exists()
 
 
-class NaNMethod(nn.Module):
+class NaNMethod(Method):
     def __init__(self):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(1))
 
-    def training_step(self, views, validate=True):
+    def training_step(self, views, labels=None, validate=True):
         return {"loss": self.weight.sum() * float("nan")}
 
 

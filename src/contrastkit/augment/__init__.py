@@ -14,7 +14,7 @@ from contrastkit.augment.image import (
     RandomSolarize,
     to_float,
 )
-from contrastkit.augment.presets import MultiView, list_presets, preset, register_preset
+from contrastkit.augment.presets import MultiView, list_presets, multicrop, preset, register_preset
 
 __all__ = [
     "BatchTransform",
@@ -30,6 +30,7 @@ __all__ = [
     "RandomRotation",
     "RandomSolarize",
     "list_presets",
+    "multicrop",
     "preset",
     "register_preset",
     "to_float",

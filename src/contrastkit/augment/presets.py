@@ -5,6 +5,7 @@ Example::
     aug = preset("simclr_cifar", jitter_strength=0.5)
     view1, view2 = aug(uint8_images)      # two float views, (B, 3, 32, 32)
     x_eval = aug.eval_view(uint8_images)  # just to_float + Normalize
+    crops = multicrop(aug, num_local=6)   # 2 global 32x32 views, then 6 local 14x14 views
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from contrastkit.augment.image import (
     RandomResizedCrop,
     RandomRotation,
     _check_images,
+    _check_range,
     to_float,
 )
 from contrastkit.errors import ConfigError
 from contrastkit.registry import Registry
 
-__all__ = ["MultiView", "preset", "list_presets", "register_preset"]
+__all__ = ["MultiView", "multicrop", "preset", "list_presets", "register_preset"]
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -196,3 +198,88 @@ def _digits(*, size: int | None, mean: Sequence[float] | None, std: Sequence[flo
             min_scale: float = 0.5, degrees: float = 10.0) -> MultiView:
     """sklearn's 8x8 digits (fast tests): milder crop and rotation than mnist."""
     return _digit_views(size or 8, _default(mean, DIGITS_MEAN), _default(std, DIGITS_STD), min_scale, degrees)
+
+
+# Caron et al.'s local crops are 96 px for 224 px global crops.
+_LOCAL_FRACTION = 96 / 224
+
+
+def _check_count(name: str, value: int, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _crop_index(pipeline: Compose) -> int:
+    index = next((i for i, op in enumerate(pipeline.transforms) if isinstance(op, RandomResizedCrop)), None)
+    if index is None:
+        raise ConfigError("multicrop needs a base preset whose view pipelines contain a RandomResizedCrop, "
+                          f"got {[type(op).__name__ for op in pipeline.transforms]}.")
+    return index
+
+
+def _with_crop(pipeline: Compose, size: tuple[int, int], scale: tuple[float, float],
+               cache: dict[int, Compose]) -> Compose:
+    """``pipeline`` with its RandomResizedCrop replaced; the other ops are shared, not copied."""
+    if id(pipeline) not in cache:
+        ops = list(pipeline.transforms)
+        index = _crop_index(pipeline)
+        ops[index] = RandomResizedCrop(size, scale=scale, ratio=ops[index].ratio)
+        for op in ops[index + 1:]:
+            # Fail now rather than at the first batch: reflect padding needs pad < image side.
+            if isinstance(op, GaussianBlur) and op.kernel_size // 2 >= min(size):
+                raise ConfigError(f"crops of {size} are too small for the base pipeline's GaussianBlur "
+                                  f"(kernel_size={op.kernel_size}); use larger crops or a base without blur.")
+        cache[id(pipeline)] = Compose(ops)
+    return cache[id(pipeline)]
+
+
+def multicrop(base: MultiView, *, num_global: int = 2, num_local: int = 6, global_size: int | None = None,
+              local_size: int | None = None, global_scale: tuple[float, float] = (0.14, 1.0),
+              local_scale: tuple[float, float] = (0.05, 0.14)) -> MultiView:
+    """Caron et al.'s multi-crop views (SwAV, DINO) derived from any preset's pipelines.
+
+    Each base view pipeline keeps all its ops but its RandomResizedCrop, which becomes a global
+    crop (``global_size``, ``global_scale``) or a small local crop (``local_size``, ``local_scale``),
+    with the base crop's aspect-ratio range. Global view i is derived from base view i (cycling
+    through them, so asymmetric recipes such as BYOL's keep their two pipelines); the local views
+    from base view 0. The result returns the global views first, then the local ones, and keeps the
+    base's evaluation transform and memory layout.
+
+    Args:
+        base: a multi-view preset, e.g. ``preset("simclr_imagenet")``.
+        num_global: number of global views, >= 1.
+        num_local: number of local views, >= 0.
+        global_size: side of the global crops; defaults to the base crop size.
+        local_size: side of the local crops; defaults to 96/224 of the base crop size.
+        global_scale: (min, max) area fraction of the global crops, inside (0, 1].
+        local_scale: (min, max) area fraction of the local crops, inside (0, 1].
+
+    Example:
+        >>> aug = multicrop(preset("simclr_cifar"), num_local=4, local_size=16)
+        >>> [tuple(v.shape) for v in aug(torch.zeros(2, 3, 32, 32))][-1]
+        (2, 3, 16, 16)
+    """
+    if not isinstance(base, MultiView):
+        raise ConfigError(f"multicrop derives its views from a MultiView preset, got {type(base).__name__}.")
+    _check_count("num_global", num_global, 1)
+    _check_count("num_local", num_local, 0)
+    global_scale = _check_range("global_scale", global_scale, high=1.0)
+    local_scale = _check_range("local_scale", local_scale, high=1.0)
+    first = base.views[0]
+    base_h, base_w = first.transforms[_crop_index(first)].size
+    if global_size is not None:
+        _check_count("global_size", global_size, 1)
+    if local_size is not None:
+        _check_count("local_size", local_size, 1)
+    global_hw = (global_size, global_size) if global_size else (base_h, base_w)
+    local_hw = (local_size, local_size) if local_size else (max(1, round(base_h * _LOCAL_FRACTION)),
+                                                           max(1, round(base_w * _LOCAL_FRACTION)))
+    if local_hw[0] > global_hw[0] or local_hw[1] > global_hw[1]:
+        raise ConfigError(f"local crops {local_hw} must not be larger than the global crops {global_hw}; "
+                          "lower local_size or raise global_size.")
+    global_cache: dict[int, Compose] = {}
+    global_views = [_with_crop(base.views[i % len(base.views)], global_hw, global_scale, global_cache)
+                    for i in range(num_global)]
+    local_view = _with_crop(first, local_hw, local_scale, {}) if num_local else None
+    return MultiView([*global_views, *[local_view] * num_local], base.eval_transform,
+                     channels_last=base.channels_last)

@@ -1,5 +1,30 @@
-"""Contrastive and self-supervised losses: pure functions and thin nn.Modules."""
+"""Contrastive and self-supervised losses: pure functions and thin nn.Modules.
 
+Every loss takes its embeddings first, hyper-parameters as keywords and ``validate=True`` (check the
+inputs are finite; the trainer turns it off on its hot path), computes in float32 (float64 for
+float64 inputs) even under autocast, and returns a scalar.
+"""
+
+from contrastkit.losses.clip import CLIPLoss, clip_loss
+from contrastkit.losses.cosine import NegativeCosineSimilarity, negative_cosine_similarity
+from contrastkit.losses.dcl import DCLLoss, dcl_loss
+from contrastkit.losses.dino import DINOLoss, dino_loss
 from contrastkit.losses.info_nce import InfoNCELoss, NTXentLoss, info_nce
+from contrastkit.losses.miners import (batch_all_triplets, batch_hard_triplets, hard_negatives_from_bank,
+                                       semi_hard_triplets)
+from contrastkit.losses.moco import MoCoLoss, moco_info_nce
+from contrastkit.losses.pairwise import (ContrastiveLoss, LogisticLoss, NPairLoss, SigLIPLoss, contrastive_loss,
+                                         logistic_loss, n_pair_loss, sigmoid_loss)
+from contrastkit.losses.redundancy import BarlowTwinsLoss, VICRegLoss, barlow_twins_loss, vicreg_loss
+from contrastkit.losses.supcon import SupConLoss, supcon_loss
+from contrastkit.losses.swav import SwAVLoss, sinkhorn_knopp, swav_loss
+from contrastkit.losses.triplet import TripletLoss, triplet_loss
 
-__all__ = ["InfoNCELoss", "NTXentLoss", "info_nce"]
+__all__ = [
+    "BarlowTwinsLoss", "CLIPLoss", "ContrastiveLoss", "DCLLoss", "DINOLoss", "InfoNCELoss", "LogisticLoss",
+    "MoCoLoss", "NPairLoss", "NTXentLoss", "NegativeCosineSimilarity", "SigLIPLoss", "SupConLoss", "SwAVLoss",
+    "TripletLoss", "VICRegLoss", "barlow_twins_loss", "batch_all_triplets", "batch_hard_triplets", "clip_loss",
+    "contrastive_loss", "dcl_loss", "dino_loss", "hard_negatives_from_bank", "info_nce", "logistic_loss",
+    "moco_info_nce", "n_pair_loss", "negative_cosine_similarity", "semi_hard_triplets", "sigmoid_loss",
+    "sinkhorn_knopp", "supcon_loss", "swav_loss", "triplet_loss", "vicreg_loss",
+]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastkit._checks import check_finite, check_ndim
+from contrastkit.losses._precision import full_precision, loss_dtype
 from contrastkit.errors import ConfigError, InputError
 
 SIMILARITIES = ("cosine", "dot")
@@ -23,19 +24,19 @@ SIMILARITIES = ("cosine", "dot")
 
 def _check_options(temperature: float, similarity: str) -> None:
     if temperature <= 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}; SimCLR uses 0.1 to 0.5.")
+        raise ConfigError(f"temperature must be > 0, got {temperature}; contrastive losses use 0.05 to 0.5.")
     if similarity not in SIMILARITIES:
         raise ConfigError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
 
 
-def _check_views(views: tuple[Tensor, ...], negatives: Tensor | None) -> None:
+def _check_views(views: tuple[Tensor, ...], negatives: Tensor | None, loss: str = "info_nce") -> None:
     for index, view in enumerate(views):
         check_ndim(f"view {index}", view, 2, "(batch, dim)")
         if view.shape != views[0].shape:
             raise InputError(f"all views must have the same shape (batch, dim); view 0 is "
                              f"{tuple(views[0].shape)} but view {index} is {tuple(view.shape)}.")
     if views[0].shape[0] < 1:
-        raise InputError("info_nce got an empty batch.")
+        raise InputError(f"{loss} got an empty batch.")
     if negatives is not None:
         check_ndim("negatives", negatives, 2, "(num_negatives, dim)")
         if negatives.shape[1] != views[0].shape[1]:
@@ -71,20 +72,20 @@ def info_nce(z_a: Tensor, z_b: Tensor, *more_views: Tensor, temperature: float =
     if validate:
         for index, view in enumerate(views):
             check_finite(f"view {index}", view)
-    # Softmax over large logits needs at least float32, also under bf16 autocast.
-    dtype = torch.float64 if z_a.dtype == torch.float64 else torch.float32
+    dtype = loss_dtype(z_a)
     z = torch.cat(views).to(dtype)
     if similarity == "cosine":
         z = F.normalize(z, dim=1)
     num_views, batch = len(views), z_a.shape[0]
-    logits = z @ z.T / temperature
-    # A row is never its own negative: -inf on the diagonal drops it from the log-sum-exp.
-    logits.fill_diagonal_(float("-inf"))
-    if negatives is not None:
-        k = negatives.to(dtype)
-        if similarity == "cosine":
-            k = F.normalize(k, dim=1)
-        logits = torch.cat([logits, z @ k.T / temperature], dim=1)
+    with full_precision(z):
+        logits = z @ z.T / temperature
+        # A row is never its own negative: -inf on the diagonal drops it from the log-sum-exp.
+        logits.fill_diagonal_(float("-inf"))
+        if negatives is not None:
+            k = negatives.to(dtype)
+            if similarity == "cosine":
+                k = F.normalize(k, dim=1)
+            logits = torch.cat([logits, z @ k.T / temperature], dim=1)
     log_norm = torch.logsumexp(logits, dim=1)
     # Positives of row i are rows i + j*N (mod M) for j = 1..V-1: gather their logits.
     rows = torch.arange(num_views * batch, device=z.device)

@@ -1,6 +1,16 @@
-"""Self-supervised methods, each an nn.Module with ``training_step(views) -> dict of losses``."""
+"""Self-supervised methods: nn.Modules with ``training_step(views, labels) -> dict of losses`` and
+the hooks of :class:`~contrastkit.methods.base.Method`, selectable by name."""
 
+from contrastkit.methods.base import Method, MomentumMethod, Progress, forward_views
+from contrastkit.methods.byol import BYOL
+from contrastkit.methods.dino import DINO
+from contrastkit.methods.moco import MoCoV2, MoCoV3
+from contrastkit.methods.redundancy import BarlowTwins, VICReg
 from contrastkit.methods.registry import METHODS, list_methods, register_method
 from contrastkit.methods.simclr import SimCLR
+from contrastkit.methods.simsiam import SimSiam
+from contrastkit.methods.supcon import SupCon
+from contrastkit.methods.swav import SwAV
 
-__all__ = ["METHODS", "SimCLR", "list_methods", "register_method"]
+__all__ = ["BYOL", "DINO", "METHODS", "BarlowTwins", "Method", "MoCoV2", "MoCoV3", "MomentumMethod", "Progress",
+           "SimCLR", "SimSiam", "SupCon", "SwAV", "VICReg", "forward_views", "list_methods", "register_method"]

@@ -1,23 +1,23 @@
-"""SimCLR (Chen et al., 2020): two augmented views, a projection head and NT-Xent."""
+"""SimCLR (Chen et al., 2020): views through one encoder and projection head, NT-Xent between them."""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from contrastkit.losses.info_nce import InfoNCELoss
+from contrastkit.methods.base import Method, forward_views
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import create_head
 
 
 @register_method("simclr")
-class SimCLR(nn.Module):
+class SimCLR(Method):
     """SimCLR as a module a user can drive from their own loop.
 
-    All views go through the backbone as one batch (one forward pass; batch-norm statistics
-    span every view, as in the paper's global BN).
+    Views of one size go through the backbone as one batch (batch-norm statistics span every view,
+    as in the paper's global BN).
 
     Example:
         >>> from contrastkit import create_backbone, create_head
@@ -27,6 +27,10 @@ class SimCLR(nn.Module):
         >>> model.training_step(views)["loss"].backward()
     """
 
+    recipes = {"small": dict(temperature=0.5, head="mlp2", projection_dim=128, lr_per_256=0.12, weight_decay=5e-4),
+               "large": dict(temperature=0.1, head="mlp2", hidden_dim=2048, projection_dim=128, optimizer="lars",
+                             lr_per_256=0.3, weight_decay=1e-6)}
+
     def __init__(self, backbone: nn.Module, projection_head: nn.Module, temperature: float = 0.5,
                  similarity: str = "cosine") -> None:
         super().__init__()
@@ -34,20 +38,16 @@ class SimCLR(nn.Module):
         self.projection_head = projection_head
         self.criterion = InfoNCELoss(temperature=temperature, similarity=similarity)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """Backbone features (the representation used downstream)."""
-        return self.backbone(images)
+    def project(self, images: Tensor) -> Tensor:
+        return self.projection_head(self.backbone(images))
 
-    def training_step(self, views: Sequence[Tensor], validate: bool = True) -> dict[str, Tensor]:
-        """Loss of one batch given its augmented views (each (B, C, H, W))."""
-        batch = views[0].shape[0]
-        projections = self.projection_head(self.backbone(torch.cat(list(views))))
-        return {"loss": self.criterion(*projections.split(batch), validate=validate)}
-
+    def training_step(self, views: Sequence[Tensor], labels: Tensor | None = None, *,
+                      validate: bool = True) -> dict[str, Tensor]:
+        """NT-Xent over all views (each (B, C, H, W)); labels are not used."""
+        return {"loss": self.criterion(*forward_views(self.project, views), validate=validate)}
 
     @classmethod
     def from_config(cls, backbone: nn.Module, config: Any) -> "SimCLR":
-        """Build from a config with ``head``, ``hidden_dim``, ``projection_dim``, ``temperature``
-        and ``similarity`` attributes (e.g. :class:`contrastkit.config.Config`)."""
+        cls.options(config.method_options)
         head = create_head(config.head, backbone.feature_dim, config.hidden_dim, config.projection_dim)
         return cls(backbone, head, temperature=config.temperature, similarity=config.similarity)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from contrastkit.data.device_loader import DeviceLoader, epoch_seed
 from contrastkit.errors import ContrastkitError
+from contrastkit.methods.base import Progress
 from contrastkit.train.checkpoint import load_checkpoint, save_atomic
 from contrastkit.train.schedules import cosine_with_warmup
 
@@ -38,10 +39,11 @@ class TrainerState:
 
 
 class Trainer:
-    """Runs ``method.training_step(augment(batch))`` over a :class:`DeviceLoader`.
+    """Runs ``method.training_step(augment(batch), labels)`` over a :class:`DeviceLoader`.
 
     Args:
-        method: an nn.Module with ``training_step(views, validate=...) -> {"loss": ...}``.
+        method: a :class:`contrastkit.methods.Method` (``training_step(views, labels, validate=...)
+            -> {"loss": ...}`` and the step hooks).
         augment: maps a uint8 batch and a generator to a list of views (a preset's MultiView).
         loader: device-resident batches.
         optimizer: its param groups' ``lr`` is the peak; the cosine schedule scales it per step.
@@ -80,11 +82,11 @@ class Trainer:
         self._step = torch.compile(self._train_step) if compile else self._train_step
 
     # -- the hot path ---------------------------------------------------------------------
-    def _train_step(self, views: Sequence[Tensor]) -> Tensor:
+    def _train_step(self, views: Sequence[Tensor], labels: Tensor) -> Tensor:
         dtype = AUTOCAST_DTYPES.get(self.precision)
         autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
         with autocast:
-            loss = self.method.training_step(views, validate=False)["loss"]
+            loss = self.method.training_step(views, labels, validate=False)["loss"]
         self.scaler.scale(loss).backward()
         return loss.detach()
 
@@ -123,15 +125,19 @@ class Trainer:
                    disable=not self.progress, dynamic_ncols=True, leave=False)
         epoch_start = time.perf_counter()
         batch_images = 0
-        for images, _ in self.loader.epoch(epoch):
+        for images, labels in self.loader.epoch(epoch):
             lr = self._set_lr(self.state.step)
+            progress = Progress(self.state.step, self.total_steps, self.steps_per_epoch)
             views = self.augment(images, generator=augment_generator)
             if self.channels_last:
                 views = [view.contiguous(memory_format=torch.channels_last) for view in views]
-            loss = self._step(views)
+            self.method.on_step_start(progress)
+            loss = self._step(views, labels)
+            self.method.on_before_optimizer_step(progress)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
+            self.method.on_step_end(progress)
             loss_sum += loss.float()
             self.state.step += 1
             interval_steps += 1

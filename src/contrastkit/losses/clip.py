@@ -1,0 +1,104 @@
+"""CLIP's symmetric contrastive loss between two modalities (Radford et al., 2021).
+
+For N matching pairs (x_i, y_i) (an image and its caption), L2-normalise both, scale the cosine
+similarities by exp(s) with s the learnable log-scale (log 1/temperature), and classify the right
+partner in both directions:
+
+    logits = exp(s) * x_hat y_hat^T                                          (N x N)
+    L = ( CE(logits, [0..N-1]) + CE(logits^T, [0..N-1]) ) / 2
+
+CLIP initialises the temperature to 0.07 and keeps exp(s) <= 100. The negatives are the rest of
+the local batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from contrastkit._checks import check_finite, check_ndim
+from contrastkit.errors import ConfigError, InputError
+from contrastkit.losses._precision import full_precision, loss_dtype
+
+
+def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor, *,
+              validate: bool = True) -> Tensor:
+    """Symmetric image-text cross-entropy (see the module docstring).
+
+    Args:
+        image_features: embeddings (N, D) of the first modality.
+        text_features: embeddings (N, D) of the second modality; row i matches image row i.
+        logit_scale: 0-dim tensor holding the LOG of the logit scale (log 1/temperature); its
+            gradient is returned when it requires one.
+        validate: check that the inputs are finite (one host sync per tensor).
+
+    Returns:
+        The scalar loss, in float32 (or float64 for float64 features).
+
+    Example:
+        >>> images, texts = torch.randn(8, 16), torch.randn(8, 16)
+        >>> clip_loss(images, texts, torch.tensor(math.log(1 / 0.07))).shape
+        torch.Size([])
+    """
+    check_ndim("image_features", image_features, 2, "(batch, dim)")
+    check_ndim("text_features", text_features, 2, "(batch, dim)")
+    check_ndim("logit_scale", logit_scale, 0, "() (a 0-dim tensor)")
+    if image_features.shape != text_features.shape:
+        raise InputError(f"image_features and text_features must have the same shape (batch, dim); got "
+                         f"{tuple(image_features.shape)} and {tuple(text_features.shape)}; project both "
+                         "modalities to the same dim and pass matching pairs.")
+    if image_features.shape[0] < 1:
+        raise InputError("clip_loss got an empty batch.")
+    if validate:
+        check_finite("image_features", image_features)
+        check_finite("text_features", text_features)
+        check_finite("logit_scale", logit_scale)
+    dtype = loss_dtype(image_features)
+    images = F.normalize(image_features.to(dtype), dim=1)
+    texts = F.normalize(text_features.to(dtype), dim=1)
+    with full_precision(images):
+        logits = logit_scale.to(dtype).exp() * images @ texts.T
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+class CLIPLoss(nn.Module):
+    """:func:`clip_loss` holding the (log) logit scale.
+
+    The effective scale is capped at ``max_scale`` by clamping the log-scale in forward: while
+    the parameter sits above log(max_scale) it gets no gradient from the loss, as with CLIP's
+    clipping.
+
+    Args:
+        init_temperature: initial temperature, logit_scale = log(1/init_temperature) (CLIP: 0.07).
+        learnable: make the log-scale an nn.Parameter (CLIP) or a fixed buffer.
+        max_scale: cap on exp(logit_scale) (CLIP: 100), at least 1/init_temperature.
+
+    Example:
+        >>> loss_fn = CLIPLoss(init_temperature=0.07)
+        >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
+    """
+
+    def __init__(self, init_temperature: float = 0.07, learnable: bool = True, max_scale: float = 100.0) -> None:
+        super().__init__()
+        if init_temperature <= 0:
+            raise ConfigError(f"init_temperature must be > 0, got {init_temperature}; CLIP uses 0.07.")
+        if max_scale < 1 / init_temperature:
+            raise ConfigError(f"max_scale must be >= 1/init_temperature = {1 / init_temperature:.4g}, got "
+                              f"{max_scale}; raise max_scale (CLIP uses 100) or init_temperature.")
+        self.max_scale = max_scale
+        logit_scale = torch.tensor(math.log(1 / init_temperature))
+        if learnable:
+            self.logit_scale = nn.Parameter(logit_scale)
+        else:
+            self.register_buffer("logit_scale", logit_scale)
+
+    def forward(self, image_features: Tensor, text_features: Tensor, validate: bool = True) -> Tensor:
+        logit_scale = self.logit_scale.clamp(max=math.log(self.max_scale))
+        return clip_loss(image_features, text_features, logit_scale, validate=validate)
+
+    def extra_repr(self) -> str:
+        return f"max_scale={self.max_scale}"

@@ -1,0 +1,99 @@
+"""Decoupled contrastive loss (DCL and DCLW, Yeh et al., 2022).
+
+InfoNCE with the positive pair taken out of the denominator. For two views z^(1), z^(2) of N
+samples and s the cosine similarity, the anchor z_i^(k) (k = 1, 2) has the loss
+
+    L_i^(k) = -w_i s(z_i^(1), z_i^(2))/t + log sum_{l in {1,2}, j != i} exp(s(z_i^(k), z_j^(l))/t)
+
+so its 2N - 2 negatives are every other sample in both views, and L is the mean over all 2N
+anchors. DCL has w_i = 1; DCLW weights the positive with the negative von Mises-Fisher weight
+
+    w_i = 2 - exp(s_i/sigma) / ( 1/N sum_j exp(s_j/sigma) ),    s_i = s(z_i^(1), z_i^(2)),
+
+which averages to 1 over the batch and is larger for the pairs that are still far apart. The
+paper puts no stop-gradient on w, so gradients flow through it as the formula is written.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from contrastkit._checks import check_finite
+from contrastkit.errors import ConfigError, InputError
+from contrastkit.losses._precision import full_precision, loss_dtype
+from contrastkit.losses.info_nce import _check_views
+
+
+def _check_options(temperature: float, weight_sigma: float | None) -> None:
+    if temperature <= 0:
+        raise ConfigError(f"temperature must be > 0, got {temperature}; typical values are 0.1 to 0.5.")
+    if weight_sigma is not None and weight_sigma <= 0:
+        raise ConfigError(f"weight_sigma must be > 0 (DCLW, the paper uses 0.5) or None for plain DCL, "
+                          f"got {weight_sigma}.")
+
+
+def dcl_loss(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, weight_sigma: float | None = None,
+             validate: bool = True) -> Tensor:
+    """Decoupled contrastive loss of two views (see the module docstring).
+
+    Args:
+        z_a, z_b: embeddings (N, D) of the same N samples under two views, N >= 2.
+        temperature: softmax temperature t > 0.
+        weight_sigma: sigma of DCLW's von Mises-Fisher positive weight (the paper uses 0.5);
+            None gives plain DCL.
+        validate: check that the inputs are finite (one host sync).
+
+    Returns:
+        The scalar mean loss over the 2N anchors, in float32 (or float64 for float64 inputs).
+
+    Example:
+        >>> z_a, z_b = torch.randn(8, 16), torch.randn(8, 16)
+        >>> dcl_loss(z_a, z_b, temperature=0.1, weight_sigma=0.5).shape
+        torch.Size([])
+    """
+    _check_options(temperature, weight_sigma)
+    _check_views((z_a, z_b), None, "dcl_loss")
+    batch = z_a.shape[0]
+    if batch < 2:
+        raise InputError(f"DCL needs a batch of at least 2 samples, got {batch}: with one sample "
+                         "there are no negatives.")
+    if validate:
+        check_finite("z_a", z_a)
+        check_finite("z_b", z_b)
+    dtype = loss_dtype(z_a)
+    z = F.normalize(torch.cat([z_a, z_b]).to(dtype), dim=1)
+    with full_precision(z):
+        similarities = z @ z.T
+    positive = similarities.diagonal(offset=batch)
+    logits = similarities / temperature
+    # Decoupling: drop each anchor itself and its positive (rows i and i + N share sample i).
+    sample = torch.arange(2 * batch, device=z.device) % batch
+    logits = logits.masked_fill(sample[:, None] == sample[None, :], float("-inf"))
+    log_norm = torch.logsumexp(logits, dim=1)
+    if weight_sigma is not None:
+        positive = positive * (2 - batch * torch.softmax(positive / weight_sigma, dim=0))
+    return (log_norm - positive.repeat(2) / temperature).mean()
+
+
+class DCLLoss(nn.Module):
+    """Module form of :func:`dcl_loss` (DCLW when ``weight_sigma`` is set).
+
+    Example:
+        >>> loss_fn = DCLLoss(temperature=0.1, weight_sigma=0.5)
+        >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
+    """
+
+    def __init__(self, temperature: float = 0.1, weight_sigma: float | None = None) -> None:
+        super().__init__()
+        _check_options(temperature, weight_sigma)
+        self.temperature = temperature
+        self.weight_sigma = weight_sigma
+
+    def forward(self, z_a: Tensor, z_b: Tensor, validate: bool = True) -> Tensor:
+        return dcl_loss(z_a, z_b, temperature=self.temperature, weight_sigma=self.weight_sigma,
+                        validate=validate)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, weight_sigma={self.weight_sigma}"

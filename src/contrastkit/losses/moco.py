@@ -1,0 +1,97 @@
+"""MoCo's query-key InfoNCE (He et al. 2020; Chen et al. 2020, 2021).
+
+Queries q (from the online encoder) are classified against keys k (from the momentum encoder).
+With q, k L2-normalised and t the temperature, for query i:
+
+* MoCo v3 (no queue): the negatives are the other keys of the batch,
+      L_i = -log( exp(q_i.k_i / t) / sum_j exp(q_i.k_j / t) )
+* MoCo v1/v2 (a queue of K past keys n_1..n_K): the negatives are the queue only,
+      L_i = -log( exp(q_i.k_i / t) / (exp(q_i.k_i / t) + sum_k exp(q_i.n_k / t)) )
+
+L is the mean over queries. Unlike :func:`contrastkit.losses.info_nce`, keys are never anchors and
+queries are never negatives: the asymmetry the momentum encoder relies on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from contrastkit._checks import check_finite, check_ndim
+from contrastkit.losses._precision import full_precision, loss_dtype
+from contrastkit.errors import ConfigError, InputError
+
+
+def _check_temperature(temperature: float) -> None:
+    if temperature <= 0:
+        raise ConfigError(f"temperature must be > 0, got {temperature}; MoCo uses 0.2 (v2) or 0.1 to 0.2 (v3).")
+
+
+def moco_info_nce(queries: Tensor, keys: Tensor, *, negatives: Tensor | None = None,
+                  temperature: float = 0.2, validate: bool = True) -> Tensor:
+    """MoCo's InfoNCE of queries against their keys (see the module docstring).
+
+    Args:
+        queries: (N, D) online-encoder embeddings.
+        keys: (N, D) momentum-encoder embeddings of the other view of the same samples; they are
+            used as given (detach them, as MoCo does, if they carry a graph).
+        negatives: optional (K, D) memory queue (MoCo v2); without it the other keys of the batch
+            are the negatives (MoCo v3).
+        temperature: softmax temperature t > 0.
+        validate: check that the inputs are finite (one host sync).
+
+    Example:
+        >>> q, k, queue = torch.randn(8, 16), torch.randn(8, 16), torch.randn(64, 16)
+        >>> moco_info_nce(q, k, negatives=queue, temperature=0.2).shape
+        torch.Size([])
+    """
+    _check_temperature(temperature)
+    check_ndim("queries", queries, 2, "(batch, dim)")
+    check_ndim("keys", keys, 2, "(batch, dim)")
+    if queries.shape != keys.shape:
+        raise InputError(f"queries {tuple(queries.shape)} and keys {tuple(keys.shape)} must have the same "
+                         "shape: key i is the positive of query i.")
+    if negatives is not None:
+        check_ndim("negatives", negatives, 2, "(num_negatives, dim)")
+        if negatives.shape[1] != queries.shape[1]:
+            raise InputError(f"negatives have dim {negatives.shape[1]} but the queries have dim "
+                             f"{queries.shape[1]}; both must come from the same projection head.")
+    if validate:
+        for name, tensor in (("queries", queries), ("keys", keys), ("negatives", negatives)):
+            if tensor is not None:
+                check_finite(name, tensor)
+    dtype = loss_dtype(queries)
+    q = F.normalize(queries.to(dtype), dim=1)
+    k = F.normalize(keys.to(dtype), dim=1)
+    with full_precision(q):
+        if negatives is None:
+            logits = q @ k.T / temperature
+            targets = torch.arange(q.shape[0], device=q.device)
+        else:
+            n = F.normalize(negatives.to(dtype), dim=1)
+            positive = (q * k).sum(dim=1, keepdim=True)
+            logits = torch.cat([positive, q @ n.T], dim=1) / temperature
+            targets = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        return F.cross_entropy(logits, targets)
+
+
+class MoCoLoss(nn.Module):
+    """Module form of :func:`moco_info_nce`.
+
+    Example:
+        >>> loss_fn = MoCoLoss(temperature=0.2)
+        >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16), negatives=torch.randn(32, 16))
+    """
+
+    def __init__(self, temperature: float = 0.2) -> None:
+        super().__init__()
+        _check_temperature(temperature)
+        self.temperature = temperature
+
+    def forward(self, queries: Tensor, keys: Tensor, *, negatives: Tensor | None = None,
+                validate: bool = True) -> Tensor:
+        return moco_info_nce(queries, keys, negatives=negatives, temperature=self.temperature, validate=validate)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"

@@ -1,0 +1,331 @@
+"""Pair losses: contrastive (Hadsell et al., 2006), N-pair (Sohn, 2016), logistic and SigLIP
+(Zhai et al., 2023).
+
+Contrastive, on N pairs (x_a[i], x_b[i]) labelled y_i = 1 (similar) or 0 (dissimilar), with D_i
+their Euclidean or cosine (1 - cos) distance and margin m > 0:
+
+    L = 1/(2N)  sum_i  [ y_i D_i^2 + (1 - y_i) max(0, m - D_i)^2 ]
+
+N-pair, on anchors a_i and positives p_i of N different classes (every p_j, j != i, is a negative
+of a_i), with plain dot products and an optional L2 penalty on the embeddings (default off):
+
+    L = 1/N sum_i log(1 + sum_{j!=i} exp(a_i.p_j - a_i.p_i))  +  l2_reg/N sum_i (|a_i|^2 + |p_i|^2)
+
+Logistic and SigLIP treat every entry of the N x N similarity matrix s_ij = s(x_a[i], x_b[j]) as a
+binary classification with logit l_ij = scale * s_ij + bias and target z_ij = +1 for a positive
+pair (i == j, or equal labels) and -1 otherwise:
+
+    logistic:  L = 1/N^2  sum_ij  -log sigmoid(z_ij l_ij)     scale = 1/t, s cosine or dot
+    SigLIP:    L = 1/N    sum_ij  -log sigmoid(z_ij l_ij)     scale = exp(t'), s cosine
+
+They differ only in the normalisation: the logistic loss averages over the N^2 pairs, SigLIP sums
+over j and averages over i as in the paper (so it is N times larger for the same logits).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from contrastkit._checks import check_finite, check_ndim
+from contrastkit.errors import ConfigError, InputError
+from contrastkit.losses._precision import full_precision, loss_dtype
+from contrastkit.losses.miners import _check_distance, _paired_distances
+
+CONTRASTIVE_DISTANCES = ("euclidean", "cosine")
+SIMILARITIES = ("cosine", "dot")
+
+
+def _check_contrastive_options(margin: float, distance: str) -> None:
+    if margin <= 0:
+        raise ConfigError(f"margin must be > 0, got {margin}; it is the distance beyond which "
+                          "dissimilar pairs stop being pushed apart.")
+    _check_distance(distance, CONTRASTIVE_DISTANCES)
+
+
+def _check_l2_reg(l2_reg: float) -> None:
+    if l2_reg < 0:
+        raise ConfigError(f"l2_reg must be >= 0, got {l2_reg}; 0 turns the penalty off.")
+
+
+def _check_logistic_options(temperature: float, similarity: str) -> None:
+    if temperature <= 0:
+        raise ConfigError(f"temperature must be > 0, got {temperature}; try 0.1 with cosine "
+                          "similarity.")
+    if similarity not in SIMILARITIES:
+        raise ConfigError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
+
+
+def _check_pairs(x_a: Tensor, x_b: Tensor, names: tuple[str, str] = ("x_a", "x_b"),
+                 validate: bool = True) -> None:
+    check_ndim(names[0], x_a, 2, "(batch, dim)")
+    check_ndim(names[1], x_b, 2, "(batch, dim)")
+    if x_a.shape != x_b.shape:
+        raise InputError(f"{names[0]} and {names[1]} must have the same shape (batch, dim); got "
+                         f"{tuple(x_a.shape)} and {tuple(x_b.shape)}.")
+    if x_a.shape[0] < 1:
+        raise InputError("the pair loss got an empty batch.")
+    if validate:
+        check_finite(names[0], x_a)
+        check_finite(names[1], x_b)
+
+
+def _check_labels(name: str, labels: Tensor, batch: int) -> None:
+    check_ndim(name, labels, 1, "(batch,)")
+    if labels.shape[0] != batch:
+        raise InputError(f"{name} has {labels.shape[0]} entries but the batch has {batch} pairs; "
+                         "give one per pair.")
+
+
+def _pair_logistic_terms(x_a: Tensor, x_b: Tensor, scale: Tensor | float, bias: Tensor | float,
+                         positive: Tensor, normalize: bool) -> Tensor:
+    """The (N, N) matrix of -log sigmoid(z_ij (scale * s_ij + bias)), z = +1 where ``positive``."""
+    dtype = loss_dtype(x_a)
+    x, y = x_a.to(dtype), x_b.to(dtype)
+    if normalize:
+        x, y = F.normalize(x, dim=1), F.normalize(y, dim=1)
+    sign = positive.to(device=x.device, dtype=dtype) * 2 - 1
+    # Autocast would run the matrix product in bf16; the logits need float32.
+    with full_precision(x):
+        return -F.logsigmoid(sign * (scale * (x @ y.T) + bias))
+
+
+def contrastive_loss(x_a: Tensor, x_b: Tensor, same: Tensor, *, margin: float = 1.0,
+                     distance: str = "euclidean", validate: bool = True) -> Tensor:
+    """Hadsell et al.'s contrastive loss on labelled pairs (see the module docstring).
+
+    Args:
+        x_a, x_b: (N, D) embeddings; row i of each forms pair i.
+        same: (N,) labels, bool or 0/1 numbers: 1 for a similar pair, 0 for a dissimilar one.
+        margin: m > 0; dissimilar pairs farther apart than m cost nothing.
+        distance: "euclidean" (its gradient at identical points is taken as 0, not NaN) or
+            "cosine" (1 - cosine similarity, in [0, 2]).
+        validate: check that the embeddings are finite and ``same`` holds only 0/1 (host syncs);
+            the trainer turns this off on its hot path.
+
+    Returns:
+        The scalar loss, in float32 (or float64 for float64 inputs).
+
+    Example:
+        >>> x_a, x_b = torch.randn(8, 16), torch.randn(8, 16)
+        >>> contrastive_loss(x_a, x_b, torch.tensor([1, 0] * 4), margin=2.0).shape
+        torch.Size([])
+    """
+    _check_contrastive_options(margin, distance)
+    _check_pairs(x_a, x_b, validate=validate)
+    _check_labels("same", same, x_a.shape[0])
+    if validate and same.dtype != torch.bool and not bool(((same == 0) | (same == 1)).all()):
+        raise InputError("same must hold 0/1 (or bool) pair labels, 1 for a similar pair.")
+    dtype = loss_dtype(x_a)
+    distances = _paired_distances(x_a.to(dtype), x_b.to(dtype), distance)
+    y = same.to(device=distances.device, dtype=dtype)
+    return (y * distances.pow(2) + (1 - y) * F.relu(margin - distances).pow(2)).mean() / 2
+
+
+def n_pair_loss(anchors: Tensor, positives: Tensor, *, l2_reg: float = 0.0,
+                validate: bool = True) -> Tensor:
+    """Sohn's multi-class N-pair loss (see the module docstring).
+
+    Args:
+        anchors, positives: (N, D) embeddings; (anchors[i], positives[i]) share a class and the
+            N classes are distinct, so positives[j] is a negative of anchors[i] for j != i.
+        l2_reg: weight >= 0 of the penalty 1/N sum_i (|a_i|^2 + |p_i|^2), which the paper uses
+            to keep the unnormalised embeddings from growing without bound; 0 turns it off.
+        validate: check that the inputs are finite (host syncs).
+
+    Returns:
+        The scalar loss, in float32 (or float64 for float64 inputs).
+
+    Example:
+        >>> n_pair_loss(torch.randn(8, 16), torch.randn(8, 16), l2_reg=0.002).shape
+        torch.Size([])
+    """
+    _check_l2_reg(l2_reg)
+    _check_pairs(anchors, positives, ("anchors", "positives"), validate)
+    dtype = loss_dtype(anchors)
+    a, p = anchors.to(dtype), positives.to(dtype)
+    # log(1 + sum_{j!=i} exp(l_ij - l_ii)) = logsumexp_j(l_ij) - l_ii: cross-entropy, target i.
+    with full_precision(a):
+        loss = F.cross_entropy(a @ p.T, torch.arange(a.shape[0], device=a.device))
+    if l2_reg > 0:
+        loss = loss + l2_reg * (a.pow(2).sum(dim=1) + p.pow(2).sum(dim=1)).mean()
+    return loss
+
+
+def logistic_loss(x_a: Tensor, x_b: Tensor, *, temperature: float = 0.1, bias: float = 0.0,
+                  similarity: str = "cosine", labels: Tensor | None = None,
+                  validate: bool = True) -> Tensor:
+    """Binary cross-entropy over all N x N pair similarities (see the module docstring).
+
+    Pair (i, j) is positive when i == j (or, with ``labels``, when labels[i] == labels[j]) and
+    negative otherwise; the loss is the mean over all N^2 pairs, so with N - 1 negatives per
+    positive a negative ``bias`` of about -log(N) balances the start of training.
+
+    Args:
+        x_a, x_b: (N, D) embeddings; x_a[i] and x_b[i] are two views of sample i.
+        temperature: t > 0; the logits are s_ij / t + bias.
+        bias: constant added to every logit.
+        similarity: "cosine" (rows L2-normalised first) or "dot".
+        labels: optional (N,) class labels shared by x_a[i] and x_b[i].
+        validate: check that the inputs are finite (host syncs).
+
+    Returns:
+        The scalar mean loss, in float32 (or float64 for float64 inputs).
+
+    Example:
+        >>> logistic_loss(torch.randn(8, 16), torch.randn(8, 16), temperature=0.1, bias=-2.0).shape
+        torch.Size([])
+    """
+    _check_logistic_options(temperature, similarity)
+    _check_pairs(x_a, x_b, validate=validate)
+    if labels is None:
+        positive = torch.eye(x_a.shape[0], dtype=torch.bool, device=x_a.device)
+    else:
+        _check_labels("labels", labels, x_a.shape[0])
+        positive = labels[:, None] == labels[None, :]
+    terms = _pair_logistic_terms(x_a, x_b, 1 / temperature, bias, positive,
+                                 normalize=similarity == "cosine")
+    return terms.mean()
+
+
+def sigmoid_loss(x_a: Tensor, x_b: Tensor, logit_scale: Tensor | float, logit_bias: Tensor | float,
+                 *, validate: bool = True) -> Tensor:
+    """SigLIP's pairwise sigmoid loss (see the module docstring).
+
+    The negatives of row i are the other rows of the local batch.
+
+    Args:
+        x_a, x_b: (N, D) embeddings, e.g. images and their captions; rows are L2-normalised here.
+        logit_scale: 0-dim tensor (or float) t', the log of the scale: logits are
+            exp(t') * cos + b.
+        logit_bias: 0-dim tensor (or float) b.
+        validate: check that the embeddings are finite (host syncs).
+
+    Returns:
+        The scalar loss, in float32 (or float64 for float64 inputs).
+
+    Example:
+        >>> scale, bias = torch.tensor(10.0).log(), torch.tensor(-10.0)
+        >>> sigmoid_loss(torch.randn(8, 16), torch.randn(8, 16), scale, bias).shape
+        torch.Size([])
+    """
+    _check_pairs(x_a, x_b, validate=validate)
+    dtype = loss_dtype(x_a)
+    scalars = []
+    for name, value in (("logit_scale", logit_scale), ("logit_bias", logit_bias)):
+        if not isinstance(value, Tensor):
+            # Straight to the compute dtype: a float32 detour would round t' before exp().
+            value = torch.tensor(float(value), dtype=dtype)
+        if value.ndim != 0:
+            raise InputError(f"{name} must be a 0-dim tensor, got shape {tuple(value.shape)}; "
+                             "SigLIP learns a single scale and a single bias.")
+        scalars.append(value.to(device=x_a.device, dtype=dtype))
+    positive = torch.eye(x_a.shape[0], dtype=torch.bool, device=x_a.device)
+    terms = _pair_logistic_terms(x_a, x_b, scalars[0].exp(), scalars[1], positive, normalize=True)
+    return terms.sum() / x_a.shape[0]
+
+
+class ContrastiveLoss(nn.Module):
+    """Module form of :func:`contrastive_loss`.
+
+    Example:
+        >>> loss_fn = ContrastiveLoss(margin=1.0)
+        >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16), torch.rand(8) > 0.5)
+    """
+
+    def __init__(self, margin: float = 1.0, distance: str = "euclidean") -> None:
+        super().__init__()
+        _check_contrastive_options(margin, distance)
+        self.margin = margin
+        self.distance = distance
+
+    def forward(self, x_a: Tensor, x_b: Tensor, same: Tensor, validate: bool = True) -> Tensor:
+        return contrastive_loss(x_a, x_b, same, margin=self.margin, distance=self.distance,
+                                validate=validate)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, distance={self.distance!r}"
+
+
+class NPairLoss(nn.Module):
+    """Module form of :func:`n_pair_loss`.
+
+    Example:
+        >>> loss = NPairLoss()(torch.randn(8, 16), torch.randn(8, 16))
+    """
+
+    def __init__(self, l2_reg: float = 0.0) -> None:
+        super().__init__()
+        _check_l2_reg(l2_reg)
+        self.l2_reg = l2_reg
+
+    def forward(self, anchors: Tensor, positives: Tensor, validate: bool = True) -> Tensor:
+        return n_pair_loss(anchors, positives, l2_reg=self.l2_reg, validate=validate)
+
+    def extra_repr(self) -> str:
+        return f"l2_reg={self.l2_reg}"
+
+
+class LogisticLoss(nn.Module):
+    """Module form of :func:`logistic_loss`, with a fixed temperature and bias.
+
+    Example:
+        >>> loss = LogisticLoss(temperature=0.1, bias=-2.0)(torch.randn(8, 16), torch.randn(8, 16))
+    """
+
+    def __init__(self, temperature: float = 0.1, bias: float = 0.0,
+                 similarity: str = "cosine") -> None:
+        super().__init__()
+        _check_logistic_options(temperature, similarity)
+        self.temperature = temperature
+        self.bias = bias
+        self.similarity = similarity
+
+    def forward(self, x_a: Tensor, x_b: Tensor, labels: Tensor | None = None,
+                validate: bool = True) -> Tensor:
+        return logistic_loss(x_a, x_b, temperature=self.temperature, bias=self.bias,
+                             similarity=self.similarity, labels=labels, validate=validate)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, bias={self.bias}, similarity={self.similarity!r}"
+
+
+class SigLIPLoss(nn.Module):
+    """Module form of :func:`sigmoid_loss` holding the scale and bias, learnable by default.
+
+    ``logit_scale`` stores the log of the scale (the paper's t', initialised to log 10) and
+    ``logit_bias`` the bias (initialised to -10, which keeps the many negatives from dominating
+    the first steps). They are nn.Parameters, or buffers when ``learnable=False``.
+
+    Example:
+        >>> loss_fn = SigLIPLoss()
+        >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
+        >>> loss.backward()
+        >>> loss_fn.logit_scale.grad is not None
+        True
+    """
+
+    def __init__(self, init_scale: float = 10.0, init_bias: float = -10.0,
+                 learnable: bool = True) -> None:
+        super().__init__()
+        if init_scale <= 0:
+            raise ConfigError(f"init_scale must be > 0, got {init_scale}; it is exp(t') and "
+                              "SigLIP starts at 10.")
+        logit_scale = torch.tensor(math.log(init_scale))
+        logit_bias = torch.tensor(float(init_bias))
+        if learnable:
+            self.logit_scale = nn.Parameter(logit_scale)
+            self.logit_bias = nn.Parameter(logit_bias)
+        else:
+            self.register_buffer("logit_scale", logit_scale)
+            self.register_buffer("logit_bias", logit_bias)
+
+    def forward(self, x_a: Tensor, x_b: Tensor, validate: bool = True) -> Tensor:
+        return sigmoid_loss(x_a, x_b, self.logit_scale, self.logit_bias, validate=validate)
+
+    def extra_repr(self) -> str:
+        return (f"scale={self.logit_scale.exp().item():.4g}, bias={self.logit_bias.item():.4g}, "
+                f"learnable={isinstance(self.logit_scale, nn.Parameter)}")

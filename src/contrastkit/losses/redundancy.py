@@ -1,0 +1,196 @@
+"""Redundancy-reduction losses on the batch statistics of two views: Barlow Twins and VICReg.
+
+Barlow Twins (Zbontar et al., 2021). Standardise each view per feature over the N samples as the
+paper's affine-free batch-norm layer does, (z - mean) / sqrt(biased variance + 1e-5), take the
+cross-correlation C = z_a^T z_b / N (D x D) and push it to the identity:
+
+    L = sum_i (1 - C_ii)^2 + lambda * sum_{i != j} C_ij^2
+
+VICReg (Bardes et al., 2022), with Cov(z) = 1/(N-1) sum_n (z_n - mean)(z_n - mean)^T:
+
+    L = a * 1/(N D) sum_n ||z_a,n - z_b,n||^2                      (invariance: mean squared error)
+      + b * sum_{z in (z_a, z_b)} 1/D sum_j max(0, 1 - sqrt(Cov(z)_jj + eps))          (variance)
+      + c * sum_{z in (z_a, z_b)} 1/D sum_{i != j} Cov(z)_ij^2                      (covariance)
+
+The invariance term is the mean over all N*D entries, as in the paper's pseudo-code (its Eq. 5
+writes a per-sample sum over dims, D times larger); the paper's coefficients a = b = 25, c = 1
+go with this form.
+
+Under torch.distributed every batch statistic (means, variances, C, Cov, the invariance sum) is
+summed over all processes, so the loss value is the one of the global batch (equal batches on
+every process assumed). The gradient on each process flows through its own samples' share of
+those sums and treats the other processes' shares as constants: it is exact in one process and
+drops only the cross-process path through the shared statistics otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit._checks import check_finite, check_ndim
+from contrastkit._distributed import all_reduce_sum, is_distributed, world_size
+from contrastkit.errors import ConfigError, InputError
+from contrastkit.losses._precision import full_precision, loss_dtype
+
+# The variance floor of torch.nn.BatchNorm1d, so that a constant feature standardises to 0, not NaN.
+_BATCH_NORM_EPSILON = 1e-5
+
+
+def _global_sum(tensor: Tensor) -> Tensor:
+    """``tensor`` summed over all processes; the gradient flows through the local share only."""
+    if not is_distributed():
+        return tensor
+    total = all_reduce_sum(tensor.detach().clone())
+    return tensor + (total - tensor.detach())
+
+
+def _check_pair(loss: str, z_a: Tensor, z_b: Tensor, validate: bool) -> None:
+    check_ndim("z_a", z_a, 2, "(batch, dim)")
+    check_ndim("z_b", z_b, 2, "(batch, dim)")
+    if z_a.shape != z_b.shape:
+        raise InputError(f"z_a and z_b must have the same shape (batch, dim); got {tuple(z_a.shape)} "
+                         f"and {tuple(z_b.shape)}.")
+    if z_a.shape[0] < 2:
+        raise InputError(f"{loss} needs a batch of at least 2 samples, got {z_a.shape[0]}: its "
+                         "per-feature standard deviation is taken over the batch.")
+    if validate:
+        check_finite("z_a", z_a)
+        check_finite("z_b", z_b)
+
+
+def _off_diagonal_squares(matrix: Tensor) -> Tensor:
+    off_diagonal = ~torch.eye(matrix.shape[0], dtype=torch.bool, device=matrix.device)
+    return matrix.pow(2)[off_diagonal].sum()
+
+
+def _check_barlow_options(lambda_offdiag: float) -> None:
+    if lambda_offdiag < 0:
+        raise ConfigError(f"lambda_offdiag must be >= 0, got {lambda_offdiag}; the paper uses 5e-3.")
+
+
+def _check_vicreg_options(invariance_weight: float, variance_weight: float, covariance_weight: float,
+                          epsilon: float) -> None:
+    for name, value in (("invariance_weight", invariance_weight), ("variance_weight", variance_weight),
+                        ("covariance_weight", covariance_weight)):
+        if value < 0:
+            raise ConfigError(f"{name} must be >= 0, got {value}; the paper uses 25, 25 and 1.")
+    if epsilon <= 0:
+        raise ConfigError(f"epsilon must be > 0 (it keeps sqrt differentiable at zero variance), got "
+                          f"{epsilon}; the paper uses 1e-4.")
+
+
+def barlow_twins_loss(z_a: Tensor, z_b: Tensor, *, lambda_offdiag: float = 5e-3,
+                      validate: bool = True) -> Tensor:
+    """Barlow Twins redundancy-reduction loss (see the module docstring).
+
+    Args:
+        z_a, z_b: embeddings (N, D) of the same N >= 2 samples under two views.
+        lambda_offdiag: weight lambda >= 0 of the off-diagonal (redundancy) term.
+        validate: check that the inputs are finite (one host sync).
+
+    Returns:
+        The scalar loss, in float32 (or float64 for float64 inputs).
+
+    Example:
+        >>> z_a, z_b = torch.randn(8, 16), torch.randn(8, 16)
+        >>> barlow_twins_loss(z_a, z_b).shape
+        torch.Size([])
+    """
+    _check_barlow_options(lambda_offdiag)
+    _check_pair("Barlow Twins", z_a, z_b, validate)
+    dtype = loss_dtype(z_a)
+    batch = z_a.shape[0] * world_size()
+
+    def standardise(z: Tensor) -> Tensor:
+        centred = z - _global_sum(z.sum(dim=0)) / batch
+        variance = _global_sum(centred.pow(2).sum(dim=0)) / batch
+        return centred / torch.sqrt(variance + _BATCH_NORM_EPSILON)
+
+    with full_precision(z_a):
+        correlation = _global_sum(standardise(z_a.to(dtype)).T @ standardise(z_b.to(dtype))) / batch
+    on_diagonal = (1 - correlation.diagonal()).pow(2).sum()
+    return on_diagonal + lambda_offdiag * _off_diagonal_squares(correlation)
+
+
+def vicreg_loss(z_a: Tensor, z_b: Tensor, *, invariance_weight: float = 25.0, variance_weight: float = 25.0,
+                covariance_weight: float = 1.0, epsilon: float = 1e-4, validate: bool = True) -> Tensor:
+    """VICReg variance-invariance-covariance loss (see the module docstring).
+
+    Args:
+        z_a, z_b: embeddings (N, D) of the same N >= 2 samples under two views.
+        invariance_weight: weight of the mean-squared-error term (paper: 25).
+        variance_weight: weight of the per-feature standard-deviation hinge, both views (paper: 25).
+        covariance_weight: weight of the off-diagonal covariance penalty, both views (paper: 1).
+        epsilon: added to the variance inside the square root (paper: 1e-4).
+        validate: check that the inputs are finite (one host sync).
+
+    Returns:
+        The scalar loss, in float32 (or float64 for float64 inputs).
+
+    Example:
+        >>> z_a, z_b = torch.randn(8, 16), torch.randn(8, 16)
+        >>> vicreg_loss(z_a, z_b).shape
+        torch.Size([])
+    """
+    _check_vicreg_options(invariance_weight, variance_weight, covariance_weight, epsilon)
+    _check_pair("VICReg", z_a, z_b, validate)
+    dtype = loss_dtype(z_a)
+    z_a, z_b = z_a.to(dtype), z_b.to(dtype)
+    batch, dim = z_a.shape[0] * world_size(), z_a.shape[1]
+    invariance = _global_sum((z_a - z_b).pow(2).sum()) / (batch * dim)
+    variance = covariance = 0.0
+    for z in (z_a, z_b):
+        centred = z - _global_sum(z.sum(dim=0)) / batch
+        with full_precision(z):
+            cov = _global_sum(centred.T @ centred) / (batch - 1)
+        variance = variance + torch.relu(1 - torch.sqrt(cov.diagonal() + epsilon)).mean()
+        covariance = covariance + _off_diagonal_squares(cov) / dim
+    return invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance
+
+
+class BarlowTwinsLoss(nn.Module):
+    """Module form of :func:`barlow_twins_loss`.
+
+    Example:
+        >>> loss_fn = BarlowTwinsLoss(lambda_offdiag=5e-3)
+        >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
+    """
+
+    def __init__(self, lambda_offdiag: float = 5e-3) -> None:
+        super().__init__()
+        _check_barlow_options(lambda_offdiag)
+        self.lambda_offdiag = lambda_offdiag
+
+    def forward(self, z_a: Tensor, z_b: Tensor, validate: bool = True) -> Tensor:
+        return barlow_twins_loss(z_a, z_b, lambda_offdiag=self.lambda_offdiag, validate=validate)
+
+    def extra_repr(self) -> str:
+        return f"lambda_offdiag={self.lambda_offdiag}"
+
+
+class VICRegLoss(nn.Module):
+    """Module form of :func:`vicreg_loss`.
+
+    Example:
+        >>> loss_fn = VICRegLoss()
+        >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
+    """
+
+    def __init__(self, invariance_weight: float = 25.0, variance_weight: float = 25.0,
+                 covariance_weight: float = 1.0, epsilon: float = 1e-4) -> None:
+        super().__init__()
+        _check_vicreg_options(invariance_weight, variance_weight, covariance_weight, epsilon)
+        self.invariance_weight = invariance_weight
+        self.variance_weight = variance_weight
+        self.covariance_weight = covariance_weight
+        self.epsilon = epsilon
+
+    def forward(self, z_a: Tensor, z_b: Tensor, validate: bool = True) -> Tensor:
+        return vicreg_loss(z_a, z_b, invariance_weight=self.invariance_weight,
+                           variance_weight=self.variance_weight, covariance_weight=self.covariance_weight,
+                           epsilon=self.epsilon, validate=validate)
+
+    def extra_repr(self) -> str:
+        return (f"invariance_weight={self.invariance_weight}, variance_weight={self.variance_weight}, "
+                f"covariance_weight={self.covariance_weight}, epsilon={self.epsilon}")

@@ -1,0 +1,159 @@
+"""The contract every method module keeps, so the trainer (or a user's own loop) can drive any of them.
+
+A user's loop, the same one :class:`contrastkit.train.Trainer` runs::
+
+    for step in range(total_steps):
+        progress = Progress(step, total_steps, steps_per_epoch)
+        model.on_step_start(progress)             # schedules: temperatures, prototype normalisation
+        loss = model.training_step(views, labels)["loss"]
+        loss.backward()
+        model.on_before_optimizer_step(progress)  # gradient edits: frozen prototypes or last layer
+        optimizer.step(); optimizer.zero_grad()
+        model.on_step_end(progress)               # momentum (teacher) encoder update
+
+The hooks default to doing nothing, so SimCLR-like methods need only ``training_step``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit.augment import MultiView
+from contrastkit.errors import ConfigError
+from contrastkit.models.momentum import cosine_momentum, ema_update
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training stands at an optimizer step; schedules are functions of it."""
+
+    step: int  # 0-based optimizer step
+    total_steps: int
+    steps_per_epoch: int
+
+    @property
+    def epoch(self) -> float:
+        """Epochs completed so far, fractional (0.5 = half-way through the first epoch)."""
+        return self.step / self.steps_per_epoch
+
+    @property
+    def fraction(self) -> float:
+        """Share of the run completed, in [0, 1)."""
+        return self.step / self.total_steps
+
+
+def forward_views(module: Callable[[Tensor], Tensor], views: Sequence[Tensor]) -> list[Tensor]:
+    """``module`` applied to each view, running consecutive views of one shape as a single batch.
+
+    One forward pass per resolution keeps batch-norm statistics shared across the views (as the
+    papers' implementations do) and feeds the device large batches; multi-crop's global and local
+    crops form two groups.
+    """
+    outputs: list[Tensor] = []
+    start = 0
+    while start < len(views):
+        end = start + 1
+        while end < len(views) and views[end].shape == views[start].shape:
+            end += 1
+        outputs.extend(module(torch.cat(list(views[start:end]))).split(views[start].shape[0]))
+        start = end
+    return outputs
+
+
+def head_output_dim(head: nn.Module) -> int:
+    """The width of a head's output: the ``out_features`` of its last linear layer."""
+    linears = [module for module in head.modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise ConfigError(f"cannot tell the output width of a {type(head).__name__} head without a linear "
+                          "layer; use a linear or MLP head.")
+    return linears[-1].out_features
+
+
+class Method(nn.Module):
+    """Base of the self-supervised methods: a backbone plus whatever the method trains beside it.
+
+    Subclasses set ``backbone`` (its features are the representation evaluated downstream), implement
+    ``training_step`` and ``from_config``, and declare:
+
+    * ``requires_labels``: the method needs class labels (SupCon);
+    * ``default_options``: the method's own settings with their defaults (``method_options`` in a
+      config), e.g. MoCo's queue size;
+    * ``recipes``: config values for CIFAR-size (``"small"``, side <= 64) and ImageNet-size
+      (``"large"``) images, filled in where the user left a key unset.
+    """
+
+    requires_labels: ClassVar[bool] = False
+    default_options: ClassVar[dict[str, Any]] = {}
+    recipes: ClassVar[dict[str, dict[str, Any]]] = {"small": {}, "large": {}}
+
+    backbone: nn.Module
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Backbone features (the representation used downstream)."""
+        return self.backbone(images)
+
+    def training_step(self, views: Sequence[Tensor], labels: Tensor | None = None, *,
+                      validate: bool = True) -> dict[str, Tensor]:
+        """Losses of one batch given its augmented views; ``"loss"`` is the one to minimise."""
+        raise NotImplementedError
+
+    def on_step_start(self, progress: Progress) -> None:
+        """Before the forward pass of an optimizer step."""
+
+    def on_before_optimizer_step(self, progress: Progress) -> None:
+        """After backward, before the optimizer uses the gradients."""
+
+    def on_step_end(self, progress: Progress) -> None:
+        """After the optimizer step."""
+
+    def configure_views(self, views: MultiView) -> MultiView:
+        """The augmentation this method trains on, given the dataset's preset (multi-crop methods
+        derive their local crops from it)."""
+        return views
+
+    @classmethod
+    def options(cls, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``default_options`` updated with ``overrides``; unknown keys are refused with a suggestion."""
+        overrides = dict(overrides or {})
+        for key in overrides:
+            if key not in cls.default_options:
+                close = difflib.get_close_matches(key, cls.default_options, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                known = ", ".join(sorted(cls.default_options)) or "none"
+                raise ConfigError(f"unknown method option {key!r} for {cls.__name__}{hint} "
+                                  f"Its options: {known}.")
+        return {**cls.default_options, **overrides}
+
+    @classmethod
+    def from_config(cls, backbone: nn.Module, config: Any) -> "Method":
+        """Build from a resolved :class:`contrastkit.config.Config`."""
+        raise NotImplementedError
+
+
+class MomentumMethod(Method):
+    """A method with momentum (EMA) copies of some of its modules: MoCo's key encoder, BYOL's target,
+    DINO's teacher. After every optimizer step each copy moves towards its online module with
+    momentum m rising from ``ema_momentum`` to ``ema_momentum_final`` on BYOL's cosine schedule
+    (equal values give a constant momentum, as in MoCo v2)."""
+
+    def _set_momentum(self, ema_momentum: float, ema_momentum_final: float) -> None:
+        if not 0.0 <= ema_momentum <= ema_momentum_final <= 1.0:
+            raise ConfigError(f"EMA momentum must satisfy 0 <= ema_momentum <= ema_momentum_final <= 1, got "
+                              f"{ema_momentum} and {ema_momentum_final}; typical values are 0.99 to 0.996 "
+                              "rising to 1.0.")
+        self.ema_momentum = ema_momentum
+        self.ema_momentum_final = ema_momentum_final
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(momentum copy, online module) pairs to update after each step."""
+        raise NotImplementedError
+
+    def on_step_end(self, progress: Progress) -> None:
+        momentum = cosine_momentum(progress.step, progress.total_steps, self.ema_momentum, self.ema_momentum_final)
+        for target, online in self.momentum_pairs():
+            ema_update(target, online, momentum)

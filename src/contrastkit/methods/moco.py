@@ -1,0 +1,137 @@
+"""MoCo v2 (Chen et al., 2020) and MoCo v3 (Chen et al., 2021): queries from the online encoder are
+classified against keys from a momentum encoder; v2 draws its negatives from a queue of past keys,
+v3 from the other keys of the batch and adds a predictor."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit._distributed import world_size
+from contrastkit.errors import ConfigError
+from contrastkit.losses.moco import MoCoLoss
+from contrastkit.methods.base import MomentumMethod, forward_views, head_output_dim
+from contrastkit.methods.registry import register_method
+from contrastkit.models.heads import MLPHead, create_head
+from contrastkit.models.memory import MemoryQueue
+from contrastkit.models.momentum import momentum_copy
+
+
+def _two_views(views: Sequence[Tensor], method: str) -> None:
+    if len(views) != 2:
+        raise ConfigError(f"{method} trains on exactly two views, got {len(views)}; use a two-view preset "
+                          "(no local crops).")
+
+
+@register_method("moco_v2")
+class MoCoV2(MomentumMethod):
+    """MoCo v2: a projection head, a momentum key encoder and a FIFO queue of negatives.
+
+    The loss is symmetrised over the two views (each view is once the query); the keys of the first
+    view join the queue after every step.
+
+    Example:
+        >>> from contrastkit import create_backbone, create_head
+        >>> from contrastkit.methods import Progress
+        >>> backbone = create_backbone("small_cnn", in_channels=1)
+        >>> model = MoCoV2(backbone, create_head("mlp2", backbone.feature_dim, out_dim=32), queue_size=64)
+        >>> views = [torch.rand(8, 1, 28, 28), torch.rand(8, 1, 28, 28)]
+        >>> model.training_step(views)["loss"].backward()
+        >>> model.on_step_end(Progress(step=0, total_steps=10, steps_per_epoch=5))  # momentum update
+    """
+
+    default_options = {"queue_size": 4096, "ema_momentum": 0.99, "ema_momentum_final": 0.99}
+    recipes = {"small": dict(temperature=0.1, head="mlp2", projection_dim=128, lr_per_256=0.12, weight_decay=5e-4),
+               "large": dict(temperature=0.2, head="mlp2", hidden_dim=2048, projection_dim=128, lr_per_256=0.03,
+                             weight_decay=1e-4, method_options=dict(queue_size=65536, ema_momentum=0.999,
+                                                                    ema_momentum_final=0.999))}
+
+    def __init__(self, backbone: nn.Module, projection_head: nn.Module, *, temperature: float = 0.2,
+                 queue_size: int = 4096, ema_momentum: float = 0.99, ema_momentum_final: float = 0.99) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = projection_head
+        self.key_backbone = momentum_copy(backbone)
+        self.key_head = momentum_copy(projection_head)
+        self.queue = MemoryQueue(queue_size, head_output_dim(projection_head))
+        self.criterion = MoCoLoss(temperature=temperature)
+        self._set_momentum(ema_momentum, ema_momentum_final)
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.key_backbone, self.backbone), (self.key_head, self.projection_head)]
+
+    def training_step(self, views: Sequence[Tensor], labels: Tensor | None = None, *,
+                      validate: bool = True) -> dict[str, Tensor]:
+        _two_views(views, "MoCo v2")
+        q_a, q_b = forward_views(lambda x: self.projection_head(self.backbone(x)), views)
+        with torch.no_grad():
+            k_a, k_b = forward_views(lambda x: self.key_head(self.key_backbone(x)), views)
+        queue, _ = self.queue.get()
+        # The first step meets an empty queue: the batch's other keys stand in as negatives. The
+        # clone keeps autograd's saved copy intact when the enqueue below overwrites the buffer.
+        negatives = queue.clone() if queue.shape[0] else None
+        loss = (self.criterion(q_a, k_b, negatives=negatives, validate=validate)
+                + self.criterion(q_b, k_a, negatives=negatives, validate=validate)) / 2
+        self.queue.enqueue(k_a)
+        return {"loss": loss}
+
+    @classmethod
+    def from_config(cls, backbone: nn.Module, config: Any) -> "MoCoV2":
+        options = cls.options(config.method_options)
+        global_batch = config.batch_size * world_size()
+        if options["queue_size"] < global_batch:
+            raise ConfigError(f"moco_v2's queue_size ({options['queue_size']}) must be at least the global batch "
+                              f"size ({global_batch}); raise method_options.queue_size (MoCo uses 4096 to 65536).")
+        head = create_head(config.head, backbone.feature_dim, config.hidden_dim, config.projection_dim)
+        return cls(backbone, head, temperature=config.temperature, **options)
+
+
+@register_method("moco_v3")
+class MoCoV3(MomentumMethod):
+    """MoCo v3 for ResNets: BN-MLP projector and predictor, in-batch negatives, symmetric loss
+    scaled by 2t as in the paper.
+
+    Example:
+        >>> from contrastkit import create_backbone
+        >>> model = MoCoV3(create_backbone("small_cnn", in_channels=1), hidden_dim=64, projection_dim=32)
+        >>> model.training_step([torch.rand(8, 1, 28, 28), torch.rand(8, 1, 28, 28)])["loss"].backward()
+    """
+
+    default_options = {"predictor_hidden_dim": 4096, "ema_momentum": 0.99, "ema_momentum_final": 1.0}
+    recipes = {"small": dict(temperature=0.2, hidden_dim=4096, projection_dim=256, lr_per_256=0.12,
+                             weight_decay=5e-4),
+               "large": dict(temperature=1.0, hidden_dim=4096, projection_dim=256, optimizer="lars", lr_per_256=0.3,
+                             weight_decay=1e-6)}
+
+    def __init__(self, backbone: nn.Module, *, hidden_dim: int = 4096, projection_dim: int = 256,
+                 predictor_hidden_dim: int = 4096, temperature: float = 0.2, ema_momentum: float = 0.99,
+                 ema_momentum_final: float = 1.0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projection_head = MLPHead(backbone.feature_dim, hidden_dim, projection_dim, last_batch_norm=True)
+        self.prediction_head = MLPHead(projection_dim, predictor_hidden_dim, projection_dim)
+        self.key_backbone = momentum_copy(backbone)
+        self.key_head = momentum_copy(self.projection_head)
+        self.temperature = temperature
+        self.criterion = MoCoLoss(temperature=temperature)
+        self._set_momentum(ema_momentum, ema_momentum_final)
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.key_backbone, self.backbone), (self.key_head, self.projection_head)]
+
+    def training_step(self, views: Sequence[Tensor], labels: Tensor | None = None, *,
+                      validate: bool = True) -> dict[str, Tensor]:
+        _two_views(views, "MoCo v3")
+        q_a, q_b = forward_views(lambda x: self.prediction_head(self.projection_head(self.backbone(x))), views)
+        with torch.no_grad():
+            k_a, k_b = forward_views(lambda x: self.key_head(self.key_backbone(x)), views)
+        loss = (self.criterion(q_a, k_b, validate=validate) + self.criterion(q_b, k_a, validate=validate))
+        return {"loss": loss * self.temperature}  # 2t times the mean of the two directions
+
+    @classmethod
+    def from_config(cls, backbone: nn.Module, config: Any) -> "MoCoV3":
+        return cls(backbone, hidden_dim=config.hidden_dim or backbone.feature_dim,
+                   projection_dim=config.projection_dim, temperature=config.temperature,
+                   **cls.options(config.method_options))
