@@ -48,3 +48,32 @@ def test_yaml_round_trip_and_errors(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_yaml(tmp_path / "list.yaml")
+
+
+def test_dotted_keys_set_one_option_of_a_dict_key():
+    config = update(Config(), parse_overrides(["method_options.queue_size=8192", "method_options.ema_momentum=0.999"]))
+    assert config.method_options == {"queue_size": 8192, "ema_momentum": 0.999}
+    with pytest.raises(ConfigError, match="only the dict keys"):
+        update(Config(), {"lr.x": 1})
+
+
+def test_method_recipes_follow_the_image_scale_and_keep_every_option():
+    small = resolve(Config(method="byol", dataset="cifar10"))
+    assert (small.optimizer, small.hidden_dim, small.projection_dim) == ("sgd", 4096, 256)
+    assert small.lr == pytest.approx(0.12 * 512 / 256)
+    assert small.method_options == {"predictor_hidden_dim": 4096, "ema_momentum": 0.99, "ema_momentum_final": 1.0}
+    large = resolve(Config(method="byol", dataset="cifar10", image_size=224))
+    assert large.optimizer == "lars" and large.method_options["ema_momentum"] == 0.996
+    swav = resolve(Config(method="swav", dataset="cifar10", method_options={"num_prototypes": 100}))
+    assert swav.method_options["num_prototypes"] == 100 and swav.method_options["num_local_crops"] == 0
+
+
+def test_the_dataset_recipe_can_tune_one_method():
+    assert resolve(Config(dataset="mnist")).temperature == 0.2  # the quick start's SimCLR
+    assert resolve(Config(dataset="mnist", method="moco_v2")).temperature == 0.1  # MoCo's own recipe
+    assert resolve(Config(dataset="mnist", method="byol")).temperature is None  # BYOL has none
+
+
+def test_unknown_method_option_suggests_the_close_match():
+    with pytest.raises(ConfigError, match="unknown method option 'queue_sise' for MoCoV2; did you mean 'queue_size'"):
+        resolve(Config(method="moco_v2", method_options={"queue_sise": 10}))

@@ -70,9 +70,13 @@ class Config:
 # linearly with the batch size. The MNIST recipe is sized to pretrain and evaluate within five
 # minutes on two CPU cores.
 RECIPES: dict[str, dict[str, Any]] = {
+    # Barlow Twins estimates a projection_dim^2 cross-correlation from one batch: with the small
+    # CNN's batches a 512-d projector beat the CIFAR recipe's 2048-d one on digits (kNN 0.86 vs 0.56).
     "mnist": dict(image_side=28, backbone="small_cnn", epochs=6, batch_size=256, knn_k=20,
-                  methods={"simclr": dict(temperature=0.2)}),
-    "digits": dict(image_side=8, backbone="small_cnn", epochs=10, batch_size=128, knn_k=20),
+                  methods={"simclr": dict(temperature=0.2),
+                           "barlow_twins": dict(hidden_dim=512, projection_dim=512)}),
+    "digits": dict(image_side=8, backbone="small_cnn", epochs=10, batch_size=128, knn_k=20,
+                   methods={"barlow_twins": dict(hidden_dim=512, projection_dim=512)}),
     "cifar10": dict(image_side=32, backbone="resnet18", cifar_stem=True, epochs=200, batch_size=512, knn_k=200),
 }
 DEFAULT_RECIPE: dict[str, Any] = dict(backbone="resnet18", epochs=100, batch_size=256, knn_k=200)

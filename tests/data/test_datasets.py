@@ -1,3 +1,4 @@
+import io
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,52 @@ def test_device_loader_order_depends_only_on_seed_and_epoch():
         assert torch.equal(batch.flatten().long(), labels)
     with pytest.raises(ConfigError, match="larger than the dataset"):
         DeviceLoader(images, torch.arange(20), batch_size=21)
+
+
+SHARED_ARCHIVE = SHARED_CIFAR.parent / "cifar10-jpeg.npz"
+
+
+def _write_archive(path, corrupt=False):
+    splits = {}
+    for split, count in (("train", 6), ("test", 3)):
+        blobs = []
+        for index in range(count):
+            buffer = io.BytesIO()
+            Image.new("RGB", (8, 8), (index * 30, 100, 200)).save(buffer, format="JPEG")
+            blobs.append(np.frombuffer(buffer.getvalue(), dtype=np.uint8))
+        if corrupt and split == "train":
+            blobs[2] = blobs[2][:20]  # a truncated file
+        splits[f"{split}_jpeg"] = np.concatenate(blobs)
+        splits[f"{split}_offsets"] = np.cumsum([0] + [len(blob) for blob in blobs]).astype(np.int64)
+        splits[f"{split}_labels"] = np.arange(count, dtype=np.int64) % 2
+    np.savez(path, classes=np.array(["a", "b"]), **splits)
+
+
+def test_packed_jpeg_archive_is_decoded_once_into_uint8(tmp_path):
+    _write_archive(tmp_path / "tiny.npz")
+    splits = load_dataset(str(tmp_path / "tiny.npz"))
+    assert splits.train.images.shape == (6, 3, 8, 8) and splits.train.images.dtype == torch.uint8
+    assert splits.test.labels.tolist() == [0, 1, 0] and splits.classes == ["a", "b"]
+    assert abs(int(splits.train.images[1, 0].float().mean()) - 30) <= 3  # the colour survives JPEG
+
+
+def test_a_corrupt_archive_entry_is_skipped_with_a_warning(tmp_path):
+    _write_archive(tmp_path / "bad.npz", corrupt=True)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable JPEG"):
+        splits = load_dataset(str(tmp_path / "bad.npz"))
+    assert len(splits.train) == 5 and splits.skipped == 1
+    assert splits.train.labels.tolist() == [0, 1, 1, 0, 1]  # labels stay aligned with the kept images
+
+
+def test_an_archive_without_the_expected_arrays_is_refused(tmp_path):
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(DatasetError, match="lacks classes, test_jpeg"):
+        load_dataset(str(tmp_path / "other.npz"))
+
+
+@pytest.mark.skipif(not SHARED_ARCHIVE.is_file(), reason="needs ../shared/data/cifar10-jpeg.npz")
+def test_cifar10_from_the_shared_archive():
+    splits = load_dataset("cifar10", root=SHARED_ARCHIVE)
+    assert splits.train.images.shape == (50000, 3, 32, 32) and splits.test.images.shape == (10000, 3, 32, 32)
+    assert splits.name == "cifar10" and splits.classes[0] == "airplane" and splits.skipped == 0
+    assert torch.bincount(splits.test.labels).tolist() == [1000] * 10

@@ -33,15 +33,23 @@ def test_short_simclr_run_has_finite_falling_loss(tmp_path):
     assert summary["epochs"] == 4 and summary["train_seconds"] > 0
 
 
-def test_resume_after_an_interruption_matches_the_uninterrupted_run(tmp_path):
-    straight = runs.train(digits_config(tmp_path, "straight"))
+# Momentum encoders, the MoCo queue, SwAV's frozen prototypes and DINO's centre must all resume exactly.
+RESUME_CASES = {"simclr": {}, "moco_v2": {"method_options": {"queue_size": 256}},
+                "swav": {"hidden_dim": 64, "method_options": {"num_prototypes": 16}},
+                "dino": {"hidden_dim": 64, "method_options": {"out_dim": 64, "bottleneck_dim": 16}}}
+
+
+@pytest.mark.parametrize("method", sorted(RESUME_CASES))
+def test_resume_after_an_interruption_matches_the_uninterrupted_run(tmp_path, method):
+    values = dict(method=method, **RESUME_CASES[method])
+    straight = runs.train(digits_config(tmp_path, "straight", **values))
 
     def interrupt_after_first_epoch(state):
         if state.epoch == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        runs.train(digits_config(tmp_path, "resumed"), callbacks=[interrupt_after_first_epoch])
+        runs.train(digits_config(tmp_path, "resumed", **values), callbacks=[interrupt_after_first_epoch])
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["trainer"]["epoch"] == 1
     resumed = runs.train(Config(out=str(tmp_path / "resumed"), progress=False, log_every=4, evaluate=False,
                                 plot=False), resume=True)

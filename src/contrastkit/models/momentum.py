@@ -63,8 +63,8 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     for name, p in target_params.items():
         if not p.is_floating_point():
             p.copy_(online_params[name])
-    for name, buffer in target_buffers.items():
-        buffer.copy_(online_buffers[name])
+    if target_buffers:
+        torch._foreach_copy_(list(target_buffers.values()), [online_buffers[n] for n in target_buffers])
 
 
 def cosine_momentum(step: int, total_steps: int, base: float = 0.99, final: float = 1.0) -> float:
