@@ -1,9 +1,10 @@
 """Images per second of the SimCLR training step on the current device, as JSON.
 
-Two figures from one process: the bare step (forward, backward and optimizer step on views already
-resident on the device, no augmentation) and the full pipeline (device-resident uint8 dataset,
-shuffled index batches, the batched augmentation preset, then the same step). Both go through
-contrastkit's own Trainer, so they measure what `contrastkit train` runs.
+Three figures from one process: the bare step (forward, backward and optimizer step on views already
+resident on the device, no augmentation), the full pipeline (device-resident uint8 dataset,
+shuffled index batches, the batched augmentation preset, then the same step), both through
+contrastkit's own Trainer, so they measure what `contrastkit train` runs; and, when lightly is
+installed, lightly's pipeline on the same backbone (PIL augmentations in DataLoader workers).
 
     python benchmarks/throughput.py --backbone resnet18 --cifar-stem --batch-size 512   # CIFAR-size
     python benchmarks/throughput.py --backbone small_cnn --channels 1 --image-size 28 --preset mnist --batch-size 256
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import time
 from datetime import date
 
 import torch
@@ -55,6 +58,66 @@ def measure(args: argparse.Namespace, augmented: bool) -> float:
     return args.steps * args.batch_size / seconds[-1]
 
 
+def measure_lightly(args: argparse.Namespace) -> float | None:
+    """lightly's SimCLR pipeline on the same backbone: PIL augmentations (SimCLRTransform, jitter 0.5,
+    no blur) in ``args.workers`` DataLoader workers, lightly's projection head and NTXentLoss, the same
+    precision and memory format. None when lightly is not installed."""
+    try:
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import SimCLRProjectionHead
+        from lightly.transforms import SimCLRTransform
+    except ImportError:
+        return None
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+
+    class RandomImages(Dataset):
+        """uint8 images decoded to PIL per item, as torchvision's CIFAR10 dataset does."""
+
+        def __init__(self, count: int) -> None:
+            self.images = torch.randint(0, 256, (count, args.image_size, args.image_size, 3), dtype=torch.uint8).numpy()
+            self.transform = SimCLRTransform(input_size=args.image_size, cj_strength=0.5, gaussian_blur=0.0)
+
+        def __len__(self) -> int:
+            return len(self.images)
+
+        def __getitem__(self, index: int):
+            return self.transform(Image.fromarray(self.images[index])), 0
+
+    device = pick_device(args.device)
+    torch.manual_seed(0)
+    backbone = create_backbone(args.backbone, in_channels=3, cifar_stem=args.cifar_stem).to(device)
+    head = SimCLRProjectionHead(backbone.feature_dim, backbone.feature_dim, 128).to(device)
+    criterion = NTXentLoss(temperature=0.5)
+    channels_last = args.channels_last != "off"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    backbone.to(memory_format=memory_format)
+    parameters = list(backbone.parameters()) + list(head.parameters())
+    optimizer = torch.optim.SGD(parameters, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    steps = args.warmup + args.steps
+    loader = DataLoader(RandomImages(steps * args.batch_size), batch_size=args.batch_size, shuffle=True,
+                        num_workers=args.workers, drop_last=True, pin_memory=device.type == "cuda",
+                        persistent_workers=args.workers > 0)
+    start = None
+    for step, ((view_a, view_b), _) in enumerate(loader):
+        if step == args.warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        view_a = view_a.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        view_b = view_b.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = criterion(head(backbone(view_a)), head(backbone(view_b)))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return args.steps * args.batch_size / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="resnet18")
@@ -69,9 +132,12 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--channels-last", default="on", choices=["on", "off"])
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="DataLoader workers of lightly's pipeline (when lightly is installed)")
     args = parser.parse_args()
     bare = measure(args, augmented=False)
     pipeline = measure(args, augmented=True)
+    lightly = measure_lightly(args)
     device = pick_device(args.device)
     print(json.dumps({
         "date": date.today().isoformat(),
@@ -81,6 +147,9 @@ def main() -> None:
         "bare_step_images_per_second": round(bare, 1),
         "pipeline_images_per_second": round(pipeline, 1),
         "pipeline_over_bare": round(pipeline / bare, 3),
+        "lightly_pipeline_images_per_second": None if lightly is None else round(lightly, 1),
+        "pipeline_over_lightly": None if lightly is None else round(pipeline / lightly, 3),
+        "lightly_workers": None if lightly is None else args.workers,
     }, indent=2))
 
 

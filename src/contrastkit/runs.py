@@ -18,7 +18,7 @@ import torch
 from contrastkit import config as config_module
 from contrastkit.augment import MultiView, preset
 from contrastkit.config import Config
-from contrastkit.data import DatasetSplits, DeviceLoader, load_dataset
+from contrastkit.data import DatasetSplits, create_loader, load_dataset
 from contrastkit.errors import ContrastkitError
 from contrastkit.evaluate import (classification_metrics, extract_features, knn_predict, linear_probe,
                                   plot_embedding, plot_training_curves)
@@ -110,8 +110,8 @@ def train(config: Config, *, resume: bool = False,
     config_module.save_yaml(config, out_dir / "config.yaml")
     if run.splits.skipped:
         print(f"note: {run.splits.skipped} unreadable image(s) were skipped")
-    loader = DeviceLoader(run.splits.train.images, run.splits.train.labels, config.batch_size,
-                          device=run.device, seed=config.seed)
+    loader = create_loader(run.splits.train.images, run.splits.train.labels, config.batch_size,
+                           device=run.device, seed=config.seed, placement=config.data_placement)
     # Momentum (teacher) encoders are updated by the method, never by the optimizer.
     trainable = [parameter for parameter in run.method.parameters() if parameter.requires_grad]
     optimizer = create_optimizer(config.optimizer, trainable, lr=config.lr,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from contrastkit.data import DeviceLoader, load_dataset
+from contrastkit.data import DeviceLoader, HostLoader, create_loader, load_dataset
 from contrastkit.errors import ConfigError, DatasetError
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cifar10"
@@ -138,3 +138,33 @@ def test_cifar10_from_the_shared_archive():
     assert splits.train.images.shape == (50000, 3, 32, 32) and splits.test.images.shape == (10000, 3, 32, 32)
     assert splits.name == "cifar10" and splits.classes[0] == "airplane" and splits.skipped == 0
     assert torch.bincount(splits.test.labels).tolist() == [1000] * 10
+
+
+def test_host_loader_matches_the_device_loader_on_a_cpu():
+    images = torch.randint(0, 256, (23, 1, 4, 4), dtype=torch.uint8)
+    labels = torch.arange(23)
+    for epoch in (0, 3):
+        on_device = list(DeviceLoader(images, labels, 5, seed=2, drop_last=False).epoch(epoch))
+        streamed = list(HostLoader(images, labels, 5, seed=2, drop_last=False).epoch(epoch))
+        assert len(streamed) == len(on_device) == 5
+        for (a, a_labels), (b, b_labels) in zip(on_device, streamed):
+            assert torch.equal(a, b) and torch.equal(a_labels, b_labels)
+            assert torch.equal(b, images[b_labels])  # images stay with their labels
+
+
+def test_create_loader_places_the_dataset_and_refuses_unknown_placements():
+    images, labels = torch.zeros(8, 1, 2, 2, dtype=torch.uint8), torch.arange(8)
+    assert isinstance(create_loader(images, labels, 4, device=torch.device("cpu")), DeviceLoader)
+    assert isinstance(create_loader(images, labels, 4, device=torch.device("cpu"), placement="host"), HostLoader)
+    with pytest.raises(ConfigError, match="data_placement must be auto, device or host"):
+        create_loader(images, labels, 4, device=torch.device("cpu"), placement="gpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_host_loader_streams_every_image_to_the_gpu_once_per_epoch():
+    images = torch.randint(0, 256, (1000, 3, 8, 8), dtype=torch.uint8)
+    loader = HostLoader(images, torch.arange(1000), 64, device="cuda", drop_last=False, prefetch=2)
+    seen = torch.cat([labels for _, labels in loader.epoch(0)])
+    batches = list(loader.epoch(1))
+    assert sorted(seen.tolist()) == list(range(1000))
+    assert all(b.is_cuda and torch.equal(b.cpu(), images[l.cpu()]) for b, l in batches)

@@ -118,3 +118,13 @@ def test_lars_step_matches_its_formula():
     ratio = 0.01 * 5.0 / update.norm()
     torch.testing.assert_close(weight.detach(), torch.tensor([[3.0, 4.0]]) - 0.1 * ratio * update)
     torch.testing.assert_close(bias.detach(), torch.tensor([1.0 - 0.05]))  # no decay, no adaptation
+
+
+def test_streaming_from_host_memory_trains_exactly_like_the_device_resident_dataset(tmp_path):
+    # On a CPU both loaders draw the same batches, so the runs must agree bit for bit.
+    resident = runs.train(digits_config(tmp_path, "device", epochs=1, data_placement="device"))
+    streamed = runs.train(digits_config(tmp_path, "host", epochs=1, data_placement="host"))
+    expected = load_checkpoint(resident / "checkpoints" / "last.pt")["method"]
+    actual = load_checkpoint(streamed / "checkpoints" / "last.pt")["method"]
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=key)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit.data.device_loader import DeviceLoader, epoch_seed
+from contrastkit.data.host_loader import HostLoader
 from contrastkit.errors import ContrastkitError
 from contrastkit.methods.base import Progress
 from contrastkit.train.checkpoint import load_checkpoint, save_atomic
@@ -39,20 +40,21 @@ class TrainerState:
 
 
 class Trainer:
-    """Runs ``method.training_step(augment(batch), labels)`` over a :class:`DeviceLoader`.
+    """Runs ``method.training_step(augment(batch), labels)`` over a :class:`DeviceLoader` or
+    :class:`HostLoader`.
 
     Args:
         method: a :class:`contrastkit.methods.Method` (``training_step(views, labels, validate=...)
             -> {"loss": ...}`` and the step hooks).
         augment: maps a uint8 batch and a generator to a list of views (a preset's MultiView).
-        loader: device-resident batches.
+        loader: shuffled uint8 batches on the training device.
         optimizer: its param groups' ``lr`` is the peak; the cosine schedule scales it per step.
         out_dir: run folder for metrics.jsonl, tensorboard/ and checkpoints/ (None: keep nothing).
         precision: "fp32", "bf16" or "fp16" (autocast; fp16 adds gradient scaling).
         callbacks: called with the state after every epoch's checkpoint.
     """
 
-    def __init__(self, method: nn.Module, augment: Callable[..., Sequence[Tensor]], loader: DeviceLoader,
+    def __init__(self, method: nn.Module, augment: Callable[..., Sequence[Tensor]], loader: DeviceLoader | HostLoader,
                  optimizer: torch.optim.Optimizer, *, epochs: int, warmup_epochs: float = 0.0,
                  out_dir: str | Path | None = None, precision: str = "fp32", channels_last: bool = False,
                  compile: bool = False, log_every: int = 20, progress: bool = True,

@@ -1,0 +1,116 @@
+"""Shuffled batches of a uint8 dataset kept in host memory, for datasets too large for the device.
+
+On a CUDA device a worker thread gathers the next batches into pinned (page-locked) memory while the
+GPU trains, and each batch is copied on a side stream, so neither the gather nor the host-to-device
+copy sits on the training stream's critical path. The batches are raw uint8 (a quarter of float32's
+bytes); the augmentations then run on the GPU as with :class:`DeviceLoader`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from contrastkit.data.device_loader import DeviceLoader, epoch_seed
+from contrastkit.errors import ConfigError
+
+
+class HostLoader:
+    """Iterate shuffled (images, labels) batches of a host-resident dataset on ``device``.
+
+    The same interface as :class:`DeviceLoader` (``epoch(epoch)``, ``len``, ``device``, ``seed``), and
+    the same order for the same seed on a CPU device. ``prefetch`` batches are gathered ahead.
+
+    Example:
+        >>> loader = HostLoader(torch.zeros(10, 1, 8, 8, dtype=torch.uint8), torch.arange(10), batch_size=4)
+        >>> [images.shape[0] for images, _ in loader.epoch(0)]
+        [4, 4]
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, *,
+                 device: str | torch.device = "cpu", seed: int = 0, drop_last: bool = True,
+                 prefetch: int = 3) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+        if drop_last and batch_size > images.shape[0]:
+            raise ConfigError(f"batch_size {batch_size} is larger than the dataset ({images.shape[0]} "
+                              f"images); use batch_size <= {images.shape[0]}.")
+        if prefetch < 1:
+            raise ConfigError(f"prefetch must be >= 1, got {prefetch}.")
+        self.device = torch.device(device)
+        self.images = images.cpu()
+        self.labels = labels.cpu()
+        self.batch_size = batch_size
+        self.seed = seed
+        self.drop_last = drop_last
+        self.prefetch = prefetch
+
+    def __len__(self) -> int:
+        count, rest = divmod(self.images.shape[0], self.batch_size)
+        return count if self.drop_last or rest == 0 else count + 1
+
+    def _batch_indices(self, epoch: int) -> list[Tensor]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        order = torch.randperm(self.images.shape[0], generator=generator)
+        return [order[step * self.batch_size:(step + 1) * self.batch_size] for step in range(len(self))]
+
+    def _gather(self, index: Tensor, pin: bool) -> tuple[Tensor, Tensor]:
+        images, labels = self.images.index_select(0, index), self.labels.index_select(0, index)
+        return (images.pin_memory(), labels.pin_memory()) if pin else (images, labels)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        batches = self._batch_indices(epoch)
+        if self.device.type != "cuda":
+            for index in batches:
+                yield self._gather(index, pin=False)
+            return
+        yield from self._cuda_batches(batches)
+
+    def _cuda_batches(self, batches: list[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
+        copy_stream = torch.cuda.Stream(self.device)
+        compute_stream = torch.cuda.current_stream(self.device)
+
+        def stage(future: Future) -> tuple[tuple[Tensor, Tensor], torch.cuda.Event]:
+            images, labels = future.result()
+            with torch.cuda.stream(copy_stream):
+                batch = (images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True))
+                return batch, copy_stream.record_event()
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = deque(pool.submit(self._gather, index, True) for index in batches[:self.prefetch])
+            queued = len(pending)
+            staged = stage(pending.popleft()) if pending else None
+            while staged is not None:
+                if queued < len(batches):
+                    pending.append(pool.submit(self._gather, batches[queued], True))
+                    queued += 1
+                # Start the next copy before handing out this batch, so it overlaps this step's compute.
+                following = stage(pending.popleft()) if pending else None
+                batch, copied = staged
+                compute_stream.wait_event(copied)
+                for tensor in batch:
+                    tensor.record_stream(compute_stream)  # the copy stream's allocation is used here
+                yield batch
+                staged = following
+
+
+# A dataset may take this share of the device's free memory and still be kept there whole.
+DEVICE_SHARE = 0.5
+
+
+def create_loader(images: Tensor, labels: Tensor, batch_size: int, *, device: torch.device, seed: int = 0,
+                  placement: str = "auto") -> "DeviceLoader | HostLoader":
+    """A :class:`DeviceLoader` when the uint8 dataset fits on ``device`` (``placement="auto"``: at
+    most half its free memory; always on a CPU), else a :class:`HostLoader`."""
+    if placement not in ("auto", "device", "host"):
+        raise ConfigError(f"data_placement must be auto, device or host, got {placement!r}.")
+    if placement == "auto":
+        fits = device.type != "cuda" or images.nbytes <= DEVICE_SHARE * torch.cuda.mem_get_info(device)[0]
+        placement = "device" if fits else "host"
+    loader = DeviceLoader if placement == "device" else HostLoader
+    return loader(images, labels, batch_size, device=device, seed=seed)
+
