@@ -10,15 +10,9 @@ from contrastkit.losses.miners import (
     semi_hard_triplets,
 )
 
+from loss_references import reference_distance
+
 DISTANCES = ["euclidean", "squared_euclidean", "cosine"]
-
-
-def reference_distance(x, y, distance):
-    """Distance between two float64 vectors, straight from its definition."""
-    if distance == "cosine":
-        return 1 - x @ y / (np.linalg.norm(x) * np.linalg.norm(y))
-    squared = np.sum((x - y) ** 2)
-    return squared if distance == "squared_euclidean" else np.sqrt(squared)
 
 
 def numpy_batch(embeddings, labels, bank=None, bank_labels=None):

@@ -16,6 +16,8 @@ from contrastkit.losses.pairwise import (
     sigmoid_loss,
 )
 
+from loss_references import numeric_gradients
+
 
 def unit(v):
     return v / np.linalg.norm(v)
@@ -68,23 +70,6 @@ def reference_sigmoid(x_a, x_b, logit_scale, logit_bias):
     """Zhai et al. 2023: -1/N sum_ij log sigma(z_ij (exp(t') x_i.y_j + b))."""
     terms = reference_pair_terms(x_a, x_b, np.exp(logit_scale), logit_bias, lambda i, j: i == j)
     return sum(terms) / len(x_a)
-
-
-def numeric_gradients(function, arrays, step=1e-6):
-    """Central finite differences of ``function(*arrays)`` with respect to every array."""
-    gradients = []
-    for array in arrays:
-        gradient = np.zeros_like(array)
-        for index in np.ndindex(*array.shape):
-            original = array[index]
-            array[index] = original + step
-            upper = function(*arrays)
-            array[index] = original - step
-            lower = function(*arrays)
-            array[index] = original
-            gradient[index] = (upper - lower) / (2 * step)
-        gradients.append(gradient)
-    return gradients
 
 
 def random_pairs(seed, batch=6, dim=5, scale=1.0):

@@ -5,14 +5,9 @@ import torch
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.losses.triplet import TripletLoss, triplet_loss
 
+from loss_references import numeric_gradients, reference_distance
+
 DISTANCES = ["euclidean", "squared_euclidean", "cosine"]
-
-
-def reference_distance(x, y, distance):
-    if distance == "cosine":
-        return 1 - x @ y / (np.linalg.norm(x) * np.linalg.norm(y))
-    squared = np.sum((x - y) ** 2)
-    return squared if distance == "squared_euclidean" else np.sqrt(squared)
 
 
 def hinge_terms(anchor, positive, negative, margin, distance):
@@ -40,23 +35,6 @@ def reference_batch_hard(embeddings, labels, margin, distance, bank=(), bank_lab
         if positives and negatives:
             losses.append(max(0.0, max(positives) - min(negatives) + margin))
     return sum(losses) / max(len(losses), 1)
-
-
-def numeric_gradients(function, arrays, step=1e-6):
-    """Central finite differences of ``function(*arrays)`` with respect to every array."""
-    gradients = []
-    for array in arrays:
-        gradient = np.zeros_like(array)
-        for index in np.ndindex(*array.shape):
-            original = array[index]
-            array[index] = original + step
-            upper = function(*arrays)
-            array[index] = original - step
-            lower = function(*arrays)
-            array[index] = original
-            gradient[index] = (upper - lower) / (2 * step)
-        gradients.append(gradient)
-    return gradients
 
 
 def random_triplets(seed, count=10, dim=4):

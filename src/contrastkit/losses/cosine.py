@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastkit._checks import check_finite, check_ndim
-from contrastkit.errors import InputError
+from contrastkit._checks import check_paired_embeddings
 from contrastkit.losses._precision import loss_dtype
 
 
@@ -36,16 +35,8 @@ def negative_cosine_similarity(prediction: Tensor, target: Tensor, *, validate: 
         >>> negative_cosine_similarity(p, z).shape
         torch.Size([])
     """
-    check_ndim("prediction", prediction, 2, "(batch, dim)")
-    check_ndim("target", target, 2, "(batch, dim)")
-    if prediction.shape != target.shape:
-        raise InputError(f"prediction and target must have the same shape (batch, dim); got "
-                         f"{tuple(prediction.shape)} and {tuple(target.shape)}.")
-    if prediction.shape[0] < 1:
-        raise InputError("negative_cosine_similarity got an empty batch.")
-    if validate:
-        check_finite("prediction", prediction)
-        check_finite("target", target)
+    check_paired_embeddings("negative_cosine_similarity", prediction, target, ("prediction", "target"),
+                            validate=validate)
     dtype = loss_dtype(prediction)
     p = F.normalize(prediction.to(dtype), dim=1)
     z = F.normalize(target.detach().to(dtype), dim=1)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastkit._checks import check_finite, check_ndim
+from contrastkit._checks import check_ndim, check_paired_embeddings
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.losses._precision import full_precision, loss_dtype
 from contrastkit.losses.miners import _check_distance, _paired_distances
@@ -57,20 +57,6 @@ def _check_logistic_options(temperature: float, similarity: str) -> None:
                           "similarity.")
     if similarity not in SIMILARITIES:
         raise ConfigError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
-
-
-def _check_pairs(x_a: Tensor, x_b: Tensor, names: tuple[str, str] = ("x_a", "x_b"),
-                 validate: bool = True) -> None:
-    check_ndim(names[0], x_a, 2, "(batch, dim)")
-    check_ndim(names[1], x_b, 2, "(batch, dim)")
-    if x_a.shape != x_b.shape:
-        raise InputError(f"{names[0]} and {names[1]} must have the same shape (batch, dim); got "
-                         f"{tuple(x_a.shape)} and {tuple(x_b.shape)}.")
-    if x_a.shape[0] < 1:
-        raise InputError("the pair loss got an empty batch.")
-    if validate:
-        check_finite(names[0], x_a)
-        check_finite(names[1], x_b)
 
 
 def _check_labels(name: str, labels: Tensor, batch: int) -> None:
@@ -115,7 +101,7 @@ def contrastive_loss(x_a: Tensor, x_b: Tensor, same: Tensor, *, margin: float = 
         torch.Size([])
     """
     _check_contrastive_options(margin, distance)
-    _check_pairs(x_a, x_b, validate=validate)
+    check_paired_embeddings("pair loss", x_a, x_b, ("x_a", "x_b"), validate=validate)
     _check_labels("same", same, x_a.shape[0])
     if validate and same.dtype != torch.bool and not bool(((same == 0) | (same == 1)).all()):
         raise InputError("same must hold 0/1 (or bool) pair labels, 1 for a similar pair.")
@@ -144,7 +130,7 @@ def n_pair_loss(anchors: Tensor, positives: Tensor, *, l2_reg: float = 0.0,
         torch.Size([])
     """
     _check_l2_reg(l2_reg)
-    _check_pairs(anchors, positives, ("anchors", "positives"), validate)
+    check_paired_embeddings("n_pair_loss", anchors, positives, ("anchors", "positives"), validate=validate)
     dtype = loss_dtype(anchors)
     a, p = anchors.to(dtype), positives.to(dtype)
     # log(1 + sum_{j!=i} exp(l_ij - l_ii)) = logsumexp_j(l_ij) - l_ii: cross-entropy, target i.
@@ -180,7 +166,7 @@ def logistic_loss(x_a: Tensor, x_b: Tensor, *, temperature: float = 0.1, bias: f
         torch.Size([])
     """
     _check_logistic_options(temperature, similarity)
-    _check_pairs(x_a, x_b, validate=validate)
+    check_paired_embeddings("pair loss", x_a, x_b, ("x_a", "x_b"), validate=validate)
     if labels is None:
         positive = torch.eye(x_a.shape[0], dtype=torch.bool, device=x_a.device)
     else:
@@ -212,7 +198,7 @@ def sigmoid_loss(x_a: Tensor, x_b: Tensor, logit_scale: Tensor | float, logit_bi
         >>> sigmoid_loss(torch.randn(8, 16), torch.randn(8, 16), scale, bias).shape
         torch.Size([])
     """
-    _check_pairs(x_a, x_b, validate=validate)
+    check_paired_embeddings("pair loss", x_a, x_b, ("x_a", "x_b"), validate=validate)
     dtype = loss_dtype(x_a)
     scalars = []
     for name, value in (("logit_scale", logit_scale), ("logit_bias", logit_bias)):

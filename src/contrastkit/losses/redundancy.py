@@ -28,9 +28,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from contrastkit._checks import check_finite, check_ndim
+from contrastkit._checks import check_paired_embeddings
 from contrastkit._distributed import all_reduce_sum, is_distributed, world_size
-from contrastkit.errors import ConfigError, InputError
+from contrastkit.errors import ConfigError
 from contrastkit.losses._precision import full_precision, loss_dtype
 
 # The variance floor of torch.nn.BatchNorm1d, so that a constant feature standardises to 0, not NaN.
@@ -43,20 +43,6 @@ def _global_sum(tensor: Tensor) -> Tensor:
         return tensor
     total = all_reduce_sum(tensor.detach().clone())
     return tensor + (total - tensor.detach())
-
-
-def _check_pair(loss: str, z_a: Tensor, z_b: Tensor, validate: bool) -> None:
-    check_ndim("z_a", z_a, 2, "(batch, dim)")
-    check_ndim("z_b", z_b, 2, "(batch, dim)")
-    if z_a.shape != z_b.shape:
-        raise InputError(f"z_a and z_b must have the same shape (batch, dim); got {tuple(z_a.shape)} "
-                         f"and {tuple(z_b.shape)}.")
-    if z_a.shape[0] < 2:
-        raise InputError(f"{loss} needs a batch of at least 2 samples, got {z_a.shape[0]}: its "
-                         "per-feature standard deviation is taken over the batch.")
-    if validate:
-        check_finite("z_a", z_a)
-        check_finite("z_b", z_b)
 
 
 def _off_diagonal_squares(matrix: Tensor) -> Tensor:
@@ -98,7 +84,8 @@ def barlow_twins_loss(z_a: Tensor, z_b: Tensor, *, lambda_offdiag: float = 5e-3,
         torch.Size([])
     """
     _check_barlow_options(lambda_offdiag)
-    _check_pair("Barlow Twins", z_a, z_b, validate)
+    # The per-feature standard deviation is taken over the batch: it needs two samples.
+    check_paired_embeddings("Barlow Twins", z_a, z_b, min_batch=2, validate=validate)
     dtype = loss_dtype(z_a)
     batch = z_a.shape[0] * world_size()
 
@@ -134,7 +121,7 @@ def vicreg_loss(z_a: Tensor, z_b: Tensor, *, invariance_weight: float = 25.0, va
         torch.Size([])
     """
     _check_vicreg_options(invariance_weight, variance_weight, covariance_weight, epsilon)
-    _check_pair("VICReg", z_a, z_b, validate)
+    check_paired_embeddings("VICReg", z_a, z_b, min_batch=2, validate=validate)
     dtype = loss_dtype(z_a)
     z_a, z_b = z_a.to(dtype), z_b.to(dtype)
     batch, dim = z_a.shape[0] * world_size(), z_a.shape[1]

@@ -23,7 +23,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from contrastkit.augment import MultiView
+from contrastkit.augment import MultiView, multicrop
 from contrastkit.errors import ConfigError
 from contrastkit.models.momentum import cosine_momentum, ema_update
 
@@ -72,6 +72,20 @@ def head_output_dim(head: nn.Module) -> int:
         raise ConfigError(f"cannot tell the output width of a {type(head).__name__} head without a linear "
                           "layer; use a linear or MLP head.")
     return linears[-1].out_features
+
+
+def require_two_views(views: Sequence[Tensor], method: str) -> None:
+    """Refuse anything but two views, for the methods built on one pair of views."""
+    if len(views) != 2:
+        raise ConfigError(f"{method} trains on exactly two views, got {len(views)}; use a two-view preset "
+                          "(no local crops).")
+
+
+def with_local_crops(views: MultiView, num_local_crops: int, local_crop_size: int | None) -> MultiView:
+    """``views`` plus ``num_local_crops`` multi-crop local views (none: ``views`` unchanged)."""
+    if not num_local_crops:
+        return views
+    return multicrop(views, num_local=num_local_crops, local_size=local_crop_size)
 
 
 class Method(nn.Module):
@@ -131,8 +145,10 @@ class Method(nn.Module):
 
     @classmethod
     def from_config(cls, backbone: nn.Module, config: Any) -> "Method":
-        """Build from a resolved :class:`contrastkit.config.Config`."""
-        raise NotImplementedError
+        """Build from a resolved :class:`contrastkit.config.Config`: by default its projector sizes
+        (``hidden_dim`` defaulting to the backbone's width, ``projection_dim``) and method options."""
+        return cls(backbone, hidden_dim=config.hidden_dim or backbone.feature_dim,
+                   projection_dim=config.projection_dim, **cls.options(config.method_options))
 
 
 class MomentumMethod(Method):

@@ -3,14 +3,13 @@ momentum target network; no negatives."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from contrastkit.losses.cosine import negative_cosine_similarity
-from contrastkit.methods.base import MomentumMethod, forward_views
-from contrastkit.methods.moco import _two_views
+from contrastkit.methods.base import MomentumMethod, forward_views, require_two_views
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import MLPHead
 from contrastkit.models.momentum import momentum_copy
@@ -57,13 +56,9 @@ class BYOL(MomentumMethod):
 
     def training_step(self, views: Sequence[Tensor], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:
-        _two_views(views, "BYOL")
+        require_two_views(views, "BYOL")
         p_a, p_b = forward_views(lambda x: self.prediction_head(self.projection_head(self.backbone(x))), views)
         with torch.no_grad():
             z_a, z_b = forward_views(lambda x: self.target_head(self.target_backbone(x)), views)
         return {"loss": _symmetric_negative_cosine(p_a, p_b, z_a, z_b, validate)}
 
-    @classmethod
-    def from_config(cls, backbone: nn.Module, config: Any) -> "BYOL":
-        return cls(backbone, hidden_dim=config.hidden_dim or backbone.feature_dim,
-                   projection_dim=config.projection_dim, **cls.options(config.method_options))

@@ -8,9 +8,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from contrastkit.augment import MultiView, multicrop
+from contrastkit.augment import MultiView
 from contrastkit.losses.dino import DINOLoss
-from contrastkit.methods.base import MomentumMethod, Progress, forward_views
+from contrastkit.methods.base import MomentumMethod, Progress, forward_views, with_local_crops
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import DINOHead
 from contrastkit.models.momentum import momentum_copy
@@ -74,9 +74,7 @@ class DINO(MomentumMethod):
         return [(self.teacher_backbone, self.backbone), (self.teacher_head, self.head)]
 
     def configure_views(self, views: MultiView) -> MultiView:
-        if not self.num_local_crops:
-            return views
-        return multicrop(views, num_local=self.num_local_crops, local_size=self.local_crop_size)
+        return with_local_crops(views, self.num_local_crops, self.local_crop_size)
 
     def on_step_start(self, progress: Progress) -> None:
         warmup = self.warmup_teacher_temperature_epochs

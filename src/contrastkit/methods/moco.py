@@ -12,17 +12,11 @@ from torch import Tensor, nn
 from contrastkit._distributed import world_size
 from contrastkit.errors import ConfigError
 from contrastkit.losses.moco import MoCoLoss
-from contrastkit.methods.base import MomentumMethod, forward_views, head_output_dim
+from contrastkit.methods.base import MomentumMethod, forward_views, head_output_dim, require_two_views
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import MLPHead, create_head
 from contrastkit.models.memory import MemoryQueue
 from contrastkit.models.momentum import momentum_copy
-
-
-def _two_views(views: Sequence[Tensor], method: str) -> None:
-    if len(views) != 2:
-        raise ConfigError(f"{method} trains on exactly two views, got {len(views)}; use a two-view preset "
-                          "(no local crops).")
 
 
 @register_method("moco_v2")
@@ -64,7 +58,7 @@ class MoCoV2(MomentumMethod):
 
     def training_step(self, views: Sequence[Tensor], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:
-        _two_views(views, "MoCo v2")
+        require_two_views(views, "MoCo v2")
         q_a, q_b = forward_views(lambda x: self.projection_head(self.backbone(x)), views)
         with torch.no_grad():
             k_a, k_b = forward_views(lambda x: self.key_head(self.key_backbone(x)), views)
@@ -123,7 +117,7 @@ class MoCoV3(MomentumMethod):
 
     def training_step(self, views: Sequence[Tensor], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:
-        _two_views(views, "MoCo v3")
+        require_two_views(views, "MoCo v3")
         q_a, q_b = forward_views(lambda x: self.prediction_head(self.projection_head(self.backbone(x))), views)
         with torch.no_grad():
             k_a, k_b = forward_views(lambda x: self.key_head(self.key_backbone(x)), views)

@@ -4,13 +4,12 @@ of contrasting samples."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from torch import Tensor, nn
 
 from contrastkit.losses.redundancy import BarlowTwinsLoss, VICRegLoss
-from contrastkit.methods.base import Method, forward_views
-from contrastkit.methods.moco import _two_views
+from contrastkit.methods.base import Method, forward_views, require_two_views
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import MLPHead
 
@@ -24,7 +23,7 @@ class _Expander(Method):
         self.projection_head = MLPHead(backbone.feature_dim, hidden_dim, projection_dim, num_layers=projector_layers)
 
     def _embed(self, views: Sequence[Tensor], method: str) -> list[Tensor]:
-        _two_views(views, method)
+        require_two_views(views, method)
         return forward_views(lambda x: self.projection_head(self.backbone(x)), views)
 
 
@@ -54,10 +53,6 @@ class BarlowTwins(_Expander):
         z_a, z_b = self._embed(views, "Barlow Twins")
         return {"loss": self.criterion(z_a, z_b, validate=validate)}
 
-    @classmethod
-    def from_config(cls, backbone: nn.Module, config: Any) -> "BarlowTwins":
-        return cls(backbone, hidden_dim=config.hidden_dim or backbone.feature_dim,
-                   projection_dim=config.projection_dim, **cls.options(config.method_options))
 
 
 @register_method("vicreg")
@@ -90,8 +85,4 @@ class VICReg(_Expander):
         z_a, z_b = self._embed(views, "VICReg")
         return {"loss": self.criterion(z_a, z_b, validate=validate)}
 
-    @classmethod
-    def from_config(cls, backbone: nn.Module, config: Any) -> "VICReg":
-        return cls(backbone, hidden_dim=config.hidden_dim or backbone.feature_dim,
-                   projection_dim=config.projection_dim, **cls.options(config.method_options))
 

@@ -3,13 +3,12 @@ collapse."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from torch import Tensor, nn
 
-from contrastkit.methods.base import Method, forward_views
+from contrastkit.methods.base import Method, forward_views, require_two_views
 from contrastkit.methods.byol import _symmetric_negative_cosine
-from contrastkit.methods.moco import _two_views
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import MLPHead
 
@@ -41,12 +40,8 @@ class SimSiam(Method):
 
     def training_step(self, views: Sequence[Tensor], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:
-        _two_views(views, "SimSiam")
+        require_two_views(views, "SimSiam")
         z_a, z_b = forward_views(lambda x: self.projection_head(self.backbone(x)), views)
         p_a, p_b = self.prediction_head(z_a), self.prediction_head(z_b)
         return {"loss": _symmetric_negative_cosine(p_a, p_b, z_a, z_b, validate)}
 
-    @classmethod
-    def from_config(cls, backbone: nn.Module, config: Any) -> "SimSiam":
-        return cls(backbone, hidden_dim=config.hidden_dim or backbone.feature_dim,
-                   projection_dim=config.projection_dim, **cls.options(config.method_options))

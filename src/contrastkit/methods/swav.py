@@ -7,9 +7,9 @@ from typing import Any, Sequence
 
 from torch import Tensor, nn
 
-from contrastkit.augment import MultiView, multicrop
+from contrastkit.augment import MultiView
 from contrastkit.losses.swav import SwAVLoss
-from contrastkit.methods.base import Method, Progress, forward_views
+from contrastkit.methods.base import Method, Progress, forward_views, with_local_crops
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import MLPHead, Prototypes
 
@@ -52,9 +52,7 @@ class SwAV(Method):
         self.local_crop_size = local_crop_size
 
     def configure_views(self, views: MultiView) -> MultiView:
-        if not self.num_local_crops:
-            return views
-        return multicrop(views, num_local=self.num_local_crops, local_size=self.local_crop_size)
+        return with_local_crops(views, self.num_local_crops, self.local_crop_size)
 
     def on_step_start(self, progress: Progress) -> None:
         self.prototypes.normalize_()
