@@ -139,9 +139,10 @@ def main() -> None:
     pipeline = measure(args, augmented=True)
     lightly = measure_lightly(args)
     device = pick_device(args.device)
+    cpu = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     print(json.dumps({
         "date": date.today().isoformat(),
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else cpu,
         "torch": torch.__version__, "backbone": args.backbone, "cifar_stem": args.cifar_stem,
         "image_size": args.image_size, "batch_size": args.batch_size, "views": 2, "compile": args.compile,
         "bare_step_images_per_second": round(bare, 1),

@@ -56,8 +56,9 @@ class Run:
         backbone = create_backbone(config.backbone, in_channels=self.splits.channels,
                                    cifar_stem=bool(config.cifar_stem))
         self.method: Method = method_class.from_config(backbone, config).to(self.device)
-        base_views = preset(config.preset or self.splits.default_preset, size=config.image_size or self.splits.image_size,
-                            mean=self.splits.mean, std=self.splits.std, **config.preset_options)
+        base_views = preset(config.preset or self.splits.default_preset,
+                            size=config.image_size or self.splits.image_size, mean=self.splits.mean,
+                            std=self.splits.std, **config.preset_options)
         self.augment: MultiView = self.method.configure_views(base_views)
         self.precision = config.precision if config.precision != "auto" else (
             "bf16" if self.device.type == "cuda" else "fp32")

@@ -14,6 +14,7 @@ from contrastkit.augment import (
     RandomHorizontalFlip,
     RandomResizedCrop,
     RandomRotation,
+    RandomSolarize,
     list_presets,
     preset,
 )
@@ -151,3 +152,12 @@ def test_bad_images_rejected() -> None:
         mv(torch.rand(1, 28, 28))
     with pytest.raises(InputError, match="channel"):
         preset("simclr_cifar")(torch.rand(2, 1, 32, 32))  # 3 channel statistics, 1-channel images
+
+
+def test_byol_imagenet_views_are_asymmetric() -> None:
+    first, second = ops_of(preset("byol_imagenet"), 0), ops_of(preset("byol_imagenet"), 1)
+    blur = [next(o for o in ops if isinstance(o, GaussianBlur)).p for ops in (first, second)]
+    solarize = [next(o for o in ops if isinstance(o, RandomSolarize)).p for ops in (first, second)]
+    assert blur == [1.0, 0.1] and solarize == [0.0, 0.2]
+    views = preset("byol_imagenet", size=48)(uint8_images(2, 3, 64), generator=gen())
+    assert [tuple(v.shape) for v in views] == [(2, 3, 48, 48)] * 2

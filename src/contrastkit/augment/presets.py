@@ -26,6 +26,7 @@ from contrastkit.augment.image import (
     RandomHorizontalFlip,
     RandomResizedCrop,
     RandomRotation,
+    RandomSolarize,
     _check_images,
     _check_range,
     to_float,
@@ -184,6 +185,29 @@ def _simclr_imagenet(*, size: int | None, mean: Sequence[float] | None, std: Seq
                      jitter_strength: float = 1.0, blur: bool = True) -> MultiView:
     """SimCLR for ImageNet-size images (224, blur kernel 23)."""
     return _simclr(size or 224, _default(mean, IMAGENET_MEAN), _default(std, IMAGENET_STD), jitter_strength, blur)
+
+
+@register_preset("byol_imagenet")
+def _byol_imagenet(*, size: int | None, mean: Sequence[float] | None, std: Sequence[float] | None) -> MultiView:
+    """BYOL's asymmetric views (Grill et al. 2020, table 6), which Barlow Twins and VICReg reuse: the
+    first view is always blurred and never solarized, the second blurred with p=0.1 and solarized
+    with p=0.2; both crop with scale (0.08, 1), flip, jitter (0.4, 0.4, 0.2, 0.1) with p=0.8 and
+    turn grey with p=0.2."""
+    size = size or 224
+    mean, std = _default(mean, IMAGENET_MEAN), _default(std, IMAGENET_STD)
+
+    def view(blur_p: float, solarize_p: float) -> Compose:
+        return Compose([
+            RandomResizedCrop(size, scale=(0.08, 1.0)),
+            RandomHorizontalFlip(0.5),
+            ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8),
+            RandomGrayscale(0.2),
+            GaussianBlur(_blur_kernel(size), sigma=(0.1, 2.0), p=blur_p),
+            RandomSolarize(0.5, p=solarize_p),
+            Normalize(mean, std),
+        ])
+
+    return MultiView([view(1.0, 0.0), view(0.1, 0.2)], Compose([Normalize(mean, std)]))
 
 
 @register_preset("mnist")

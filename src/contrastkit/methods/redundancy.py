@@ -39,8 +39,8 @@ class BarlowTwins(_Expander):
 
     default_options = {"lambda_offdiag": 5e-3, "projector_layers": 3}
     recipes = {"small": dict(hidden_dim=2048, projection_dim=2048, lr_per_256=0.12, weight_decay=5e-4),
-               "large": dict(hidden_dim=8192, projection_dim=8192, optimizer="lars", lr_per_256=0.2,
-                             weight_decay=1.5e-6)}
+               "large": dict(preset="byol_imagenet", hidden_dim=8192, projection_dim=8192, optimizer="lars",
+                             lr_per_256=0.2, weight_decay=1.5e-6)}
 
     def __init__(self, backbone: nn.Module, *, hidden_dim: int = 8192, projection_dim: int = 8192,
                  projector_layers: int = 3, lambda_offdiag: float = 5e-3) -> None:
@@ -69,8 +69,8 @@ class VICReg(_Expander):
     default_options = {"invariance_weight": 25.0, "variance_weight": 25.0, "covariance_weight": 1.0,
                        "projector_layers": 3}
     recipes = {"small": dict(hidden_dim=2048, projection_dim=2048, lr_per_256=0.12, weight_decay=5e-4),
-               "large": dict(hidden_dim=8192, projection_dim=8192, optimizer="lars", lr_per_256=0.2,
-                             weight_decay=1e-6)}
+               "large": dict(preset="byol_imagenet", hidden_dim=8192, projection_dim=8192, optimizer="lars",
+                             lr_per_256=0.2, weight_decay=1e-6)}
 
     def __init__(self, backbone: nn.Module, *, hidden_dim: int = 8192, projection_dim: int = 8192,
                  projector_layers: int = 3, invariance_weight: float = 25.0, variance_weight: float = 25.0,
