@@ -66,3 +66,9 @@ def test_bad_input_gets_a_clear_error_not_a_traceback(argv, message, capsys):
 def test_resume_refuses_to_change_what_the_run_computes(tiny_run, capsys):
     assert run_cli("train", "--out", str(tiny_run), "--resume", "lr=0.5") == 2
     assert "cannot change lr" in capsys.readouterr().err
+
+
+def test_help_config_lists_the_keys_and_the_methods_options(capsys):
+    assert run_cli("train", "--help-config", "--method", "moco_v2") == 0
+    out = capsys.readouterr().out
+    assert "temperature" in out and "method_options of moco_v2" in out and "queue_size" in out

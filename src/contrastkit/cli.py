@@ -74,12 +74,19 @@ def _train_config(args: argparse.Namespace) -> config_module.Config:
     return config_module.update(config_module.Config(), values)
 
 
-def _help_config() -> str:
+def _help_config(method: str) -> str:
+    from contrastkit.methods import METHODS
+
     lines = ["config keys (key=value on the command line, or key: value in --config FILE.yaml):"]
     for field in dataclasses.fields(config_module.Config):
         default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-        shown = "(dataset recipe)" if default is None else repr(default)
-        lines.append(f"  {field.name:<18} {shown}")
+        shown = "(recipe)" if default is None else repr(default)
+        lines.append(f"  {field.name:<20} {shown}")
+    options = METHODS.get(method).default_options
+    lines.append(f"method_options of {method}, before its recipes fill them (method_options.NAME=value):")
+    lines.extend(f"  {name:<20} {value!r}" for name, value in options.items())
+    if not options:
+        lines.append("  (none)")
     return "\n".join(lines)
 
 
@@ -103,7 +110,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "train":
         if args.help_config:
-            print(_help_config())
+            print(_help_config(args.method or config_module.Config.method))
             return 0
         config = _train_config(args)
         try:
