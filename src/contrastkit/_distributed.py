@@ -40,3 +40,41 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     if is_distributed():
         dist.all_reduce(tensor)
     return tensor
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather along dim 0 whose backward hands each process the gradient of its own slice."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:
+        ctx.rows = tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        # Every process computes its loss from the whole gathered tensor, so my slice reaches the
+        # sum of the per-process losses through every process: the gradient of that sum for my
+        # slice is the sum over processes of each one's gradient for it. All-reduce, then slice.
+        # (gloo has no reduce_scatter, which would send only the slice.)
+        total = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total)
+        start = rank() * ctx.rows
+        return total[start:start + ctx.rows]
+
+
+def gather_with_grad(tensor: Tensor) -> Tensor:
+    """Concatenate ``tensor`` (same shape on every process) along dim 0 across processes, keeping
+    the gradient: backward returns to each process the sum over processes of the gradients for its
+    own slice. Every process must run backward through it. Returns ``tensor`` itself in a single
+    process.
+
+    Example:
+        >>> x = torch.ones(2, 3, requires_grad=True)
+        >>> gather_with_grad(x) is x  # a single process
+        True
+    """
+    if not is_distributed():
+        return tensor
+    return _GatherWithGrad.apply(tensor)

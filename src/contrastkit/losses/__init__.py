@@ -18,6 +18,7 @@ from contrastkit.losses.pairwise import (ContrastiveLoss, LogisticLoss, NPairLos
 from contrastkit.losses.redundancy import BarlowTwinsLoss, VICRegLoss, barlow_twins_loss, vicreg_loss
 from contrastkit.losses.supcon import SupConLoss, supcon_loss
 from contrastkit.losses.swav import SwAVLoss, sinkhorn_knopp, swav_loss
+from contrastkit.losses.tiled import tiled_clip_loss, tiled_info_nce
 from contrastkit.losses.triplet import TripletLoss, triplet_loss
 
 __all__ = [
@@ -26,5 +27,6 @@ __all__ = [
     "TripletLoss", "VICRegLoss", "barlow_twins_loss", "batch_all_triplets", "batch_hard_triplets", "clip_loss",
     "contrastive_loss", "dcl_loss", "dino_loss", "hard_negatives_from_bank", "info_nce", "logistic_loss",
     "moco_info_nce", "n_pair_loss", "negative_cosine_similarity", "semi_hard_triplets", "sigmoid_loss",
-    "sinkhorn_knopp", "supcon_loss", "swav_loss", "triplet_loss", "vicreg_loss",
+    "sinkhorn_knopp", "supcon_loss", "swav_loss", "tiled_clip_loss", "tiled_info_nce", "triplet_loss",
+    "vicreg_loss",
 ]

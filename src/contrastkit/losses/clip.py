@@ -19,13 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastkit._checks import check_finite, check_ndim
-from contrastkit.errors import ConfigError, InputError
+from contrastkit.errors import ConfigError
+from contrastkit.losses import tiled as tiled_losses
+from contrastkit.losses._contrastive import _check_clip_inputs
 from contrastkit.losses._precision import full_precision, loss_dtype
 
 
 def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor, *,
-              validate: bool = True) -> Tensor:
+              validate: bool = True, tiled: bool | None = None) -> Tensor:
     """Symmetric image-text cross-entropy (see the module docstring).
 
     Args:
@@ -34,6 +35,9 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
         logit_scale: 0-dim tensor holding the LOG of the logit scale (log 1/temperature); its
             gradient is returned when it requires one.
         validate: check that the inputs are finite (one host sync per tensor).
+        tiled: compute by tiles (:func:`~contrastkit.losses.tiled.tiled_clip_loss`), never holding
+            the N x N logits: True forces it, False forbids it, None (default) picks it when N x N
+            exceeds ``tiled.AUTO_TILED_LOGITS`` (8192 x 8192).
 
     Returns:
         The scalar loss, in float32 (or float64 for float64 features).
@@ -43,22 +47,15 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
         >>> clip_loss(images, texts, torch.tensor(math.log(1 / 0.07))).shape
         torch.Size([])
     """
-    check_ndim("image_features", image_features, 2, "(batch, dim)")
-    check_ndim("text_features", text_features, 2, "(batch, dim)")
-    check_ndim("logit_scale", logit_scale, 0, "() (a 0-dim tensor)")
-    if image_features.shape != text_features.shape:
-        raise InputError(f"image_features and text_features must have the same shape (batch, dim); got "
-                         f"{tuple(image_features.shape)} and {tuple(text_features.shape)}; project both "
-                         "modalities to the same dim and pass matching pairs.")
-    if image_features.shape[0] < 1:
-        raise InputError("clip_loss got an empty batch.")
-    if validate:
-        check_finite("image_features", image_features)
-        check_finite("text_features", text_features)
-        check_finite("logit_scale", logit_scale)
+    # tiled.py builds on this module's checks, so it is imported here rather than at the top.
+
+    _check_clip_inputs(image_features, text_features, logit_scale, validate)
     dtype = loss_dtype(image_features)
     images = F.normalize(image_features.to(dtype), dim=1)
     texts = F.normalize(text_features.to(dtype), dim=1)
+    if tiled_losses._use_tiled(tiled, images.shape[0] ** 2):
+        return tiled_losses._clip_from_normalised(images, texts, logit_scale.to(dtype).exp(),
+                                                  tiled_losses.DEFAULT_TILE_SIZE)
     with full_precision(images):
         logits = logit_scale.to(dtype).exp() * images @ texts.T
     targets = torch.arange(logits.shape[0], device=logits.device)
@@ -76,13 +73,15 @@ class CLIPLoss(nn.Module):
         init_temperature: initial temperature, logit_scale = log(1/init_temperature) (CLIP: 0.07).
         learnable: make the log-scale an nn.Parameter (CLIP) or a fixed buffer.
         max_scale: cap on exp(logit_scale) (CLIP: 100), at least 1/init_temperature.
+        tiled: passed to :func:`clip_loss` (None: tiled above 8192 x 8192 logits).
 
     Example:
         >>> loss_fn = CLIPLoss(init_temperature=0.07)
         >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
     """
 
-    def __init__(self, init_temperature: float = 0.07, learnable: bool = True, max_scale: float = 100.0) -> None:
+    def __init__(self, init_temperature: float = 0.07, learnable: bool = True, max_scale: float = 100.0,
+                 tiled: bool | None = None) -> None:
         super().__init__()
         if init_temperature <= 0:
             raise ConfigError(f"init_temperature must be > 0, got {init_temperature}; CLIP uses 0.07.")
@@ -90,6 +89,7 @@ class CLIPLoss(nn.Module):
             raise ConfigError(f"max_scale must be >= 1/init_temperature = {1 / init_temperature:.4g}, got "
                               f"{max_scale}; raise max_scale (CLIP uses 100) or init_temperature.")
         self.max_scale = max_scale
+        self.tiled = tiled
         logit_scale = torch.tensor(math.log(1 / init_temperature))
         if learnable:
             self.logit_scale = nn.Parameter(logit_scale)
@@ -98,7 +98,7 @@ class CLIPLoss(nn.Module):
 
     def forward(self, image_features: Tensor, text_features: Tensor, validate: bool = True) -> Tensor:
         logit_scale = self.logit_scale.clamp(max=math.log(self.max_scale))
-        return clip_loss(image_features, text_features, logit_scale, validate=validate)
+        return clip_loss(image_features, text_features, logit_scale, validate=validate, tiled=self.tiled)
 
     def extra_repr(self) -> str:
-        return f"max_scale={self.max_scale}"
+        return f"max_scale={self.max_scale}, tiled={self.tiled}"

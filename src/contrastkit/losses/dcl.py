@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from contrastkit._checks import check_finite
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.losses._precision import full_precision, loss_dtype
-from contrastkit.losses.info_nce import _check_views
+from contrastkit.losses._contrastive import _check_views
 
 
 def _check_options(temperature: float, weight_sigma: float | None) -> None:

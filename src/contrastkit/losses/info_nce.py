@@ -7,56 +7,49 @@ similarity, every row i is an anchor whose positives P(i) are the other views of
 
 where the denominator runs over every other row and over the optional extra negatives (a memory
 queue, as in MoCo). With V = 2 this is SimCLR's NT-Xent.
+
+The plain path materialises the M x M logits; where that matrix gets too large,
+contrastkit.losses.tiled computes the same loss by tiles (``tiled=None`` chooses by size).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastkit._checks import check_finite, check_ndim
-from contrastkit.losses._precision import full_precision, loss_dtype
-from contrastkit.errors import ConfigError, InputError
-
-SIMILARITIES = ("cosine", "dot")
-
-
-def _check_options(temperature: float, similarity: str) -> None:
-    if temperature <= 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}; contrastive losses use 0.05 to 0.5.")
-    if similarity not in SIMILARITIES:
-        raise ConfigError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
-
-
-def _check_views(views: tuple[Tensor, ...], negatives: Tensor | None, loss: str = "info_nce") -> None:
-    for index, view in enumerate(views):
-        check_ndim(f"view {index}", view, 2, "(batch, dim)")
-        if view.shape != views[0].shape:
-            raise InputError(f"all views must have the same shape (batch, dim); view 0 is "
-                             f"{tuple(views[0].shape)} but view {index} is {tuple(view.shape)}.")
-    if views[0].shape[0] < 1:
-        raise InputError(f"{loss} got an empty batch.")
-    if negatives is not None:
-        check_ndim("negatives", negatives, 2, "(num_negatives, dim)")
-        if negatives.shape[1] != views[0].shape[1]:
-            raise InputError(f"negatives have dim {negatives.shape[1]} but the views have dim "
-                             f"{views[0].shape[1]}; both must come from the same projection head.")
-
+from contrastkit.losses import tiled as tiled_losses
+from contrastkit.losses._contrastive import (_check_inputs, _check_options, _contrast_rows,
+                                             _prepared_negatives)
+from contrastkit.losses._precision import full_precision
 
 def info_nce(z_a: Tensor, z_b: Tensor, *more_views: Tensor, temperature: float = 0.5,
              similarity: str = "cosine", negatives: Tensor | None = None,
-             validate: bool = True) -> Tensor:
+             validate: bool = True, tiled: bool | None = None,
+             gather_across_processes: bool = False) -> Tensor:
     """InfoNCE / NT-Xent over two or more views of a batch (see the module docstring).
+
+    Under torch.distributed, ``gather_across_processes=True`` contrasts this process's rows (its
+    anchors) with every process's rows, gathered with gradients (``gather_with_grad``), and returns
+    the mean over this process's anchors. With equal batches on every process, the mean of the
+    per-process losses is the loss of one process holding the whole global batch, and the
+    gradients that DDP averages across processes are exactly that single process's gradients (the
+    gather's backward sums every process's gradient for each slice). So use the loss as returned:
+    no scaling by the world size. Each process computes only its own A x M logits.
 
     Args:
         z_a, z_b, *more_views: embeddings (N, D) of the same N samples under different views.
         temperature: softmax temperature t > 0.
         similarity: "cosine" (rows L2-normalised first) or "dot".
         negatives: optional extra negatives (K, D), e.g. a memory queue; they join every
-            anchor's denominator and are not differentiated through if they carry no grad.
+            anchor's denominator and are not differentiated through if they carry no grad. They
+            are used as given, not gathered across processes.
         validate: check that the inputs are finite (one host sync); the trainer turns this off
             on its hot path and watches the loss instead.
+        tiled: compute by tiles (:func:`~contrastkit.losses.tiled.tiled_info_nce`), never holding
+            the A x (M + K) logits: True forces it, False forbids it, None (default) picks it when
+            the logits on this process exceed ``tiled.AUTO_TILED_LOGITS`` (8192 x 8192).
+        gather_across_processes: contrast with every process's views (see above); a no-op in a
+            single process.
 
     Returns:
         The scalar mean loss, in float32 (or float64 for float64 inputs).
@@ -67,30 +60,25 @@ def info_nce(z_a: Tensor, z_b: Tensor, *more_views: Tensor, temperature: float =
         torch.Size([])
     """
     views = (z_a, z_b, *more_views)
-    _check_options(temperature, similarity)
-    _check_views(views, negatives)
-    if validate:
-        for index, view in enumerate(views):
-            check_finite(f"view {index}", view)
-    dtype = loss_dtype(z_a)
-    z = torch.cat(views).to(dtype)
-    if similarity == "cosine":
-        z = F.normalize(z, dim=1)
+    _check_inputs(views, temperature, similarity, negatives, validate)
+    anchors, rows, self_offset = _contrast_rows(views, similarity, gather_across_processes)
+    extra = _prepared_negatives(negatives, anchors.dtype, similarity)
+    num_columns = rows.shape[0] + (0 if extra is None else extra.shape[0])
+    if tiled_losses._use_tiled(tiled, anchors.shape[0] * num_columns):
+        return tiled_losses._info_nce_from_rows(anchors, rows, extra, self_offset, len(views), temperature,
+                                               tiled_losses.DEFAULT_TILE_SIZE)
     num_views, batch = len(views), z_a.shape[0]
-    with full_precision(z):
-        logits = z @ z.T / temperature
-        # A row is never its own negative: -inf on the diagonal drops it from the log-sum-exp.
-        logits.fill_diagonal_(float("-inf"))
-        if negatives is not None:
-            k = negatives.to(dtype)
-            if similarity == "cosine":
-                k = F.normalize(k, dim=1)
-            logits = torch.cat([logits, z @ k.T / temperature], dim=1)
+    with full_precision(anchors):
+        logits = anchors @ rows.T / temperature
+        # A row is never its own negative: -inf at its own column drops it from the log-sum-exp.
+        logits.diagonal(self_offset).fill_(float("-inf"))
+        if extra is not None:
+            logits = torch.cat([logits, anchors @ extra.T / temperature], dim=1)
     log_norm = torch.logsumexp(logits, dim=1)
-    # Positives of row i are rows i + j*N (mod M) for j = 1..V-1: gather their logits.
-    rows = torch.arange(num_views * batch, device=z.device)
-    shifts = torch.arange(1, num_views, device=z.device) * batch
-    positive_columns = (rows[:, None] + shifts[None, :]) % (num_views * batch)
+    # Positives of anchor i are rows self_offset + (i + j*N) % A for j = 1..V-1: gather their logits.
+    anchor_index = torch.arange(num_views * batch, device=anchors.device)
+    shifts = torch.arange(1, num_views, device=anchors.device) * batch
+    positive_columns = self_offset + (anchor_index[:, None] + shifts[None, :]) % (num_views * batch)
     positive_logits = logits.gather(1, positive_columns)
     return (log_norm - positive_logits.mean(dim=1)).mean()
 
@@ -103,19 +91,24 @@ class InfoNCELoss(nn.Module):
         >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
     """
 
-    def __init__(self, temperature: float = 0.5, similarity: str = "cosine") -> None:
+    def __init__(self, temperature: float = 0.5, similarity: str = "cosine", tiled: bool | None = None,
+                 gather_across_processes: bool = False) -> None:
         super().__init__()
         _check_options(temperature, similarity)
         self.temperature = temperature
         self.similarity = similarity
+        self.tiled = tiled
+        self.gather_across_processes = gather_across_processes
 
     def forward(self, z_a: Tensor, z_b: Tensor, *more_views: Tensor,
                 negatives: Tensor | None = None, validate: bool = True) -> Tensor:
-        return info_nce(z_a, z_b, *more_views, temperature=self.temperature,
-                        similarity=self.similarity, negatives=negatives, validate=validate)
+        return info_nce(z_a, z_b, *more_views, temperature=self.temperature, similarity=self.similarity,
+                        negatives=negatives, validate=validate, tiled=self.tiled,
+                        gather_across_processes=self.gather_across_processes)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, similarity={self.similarity!r}"
+        return (f"temperature={self.temperature}, similarity={self.similarity!r}, tiled={self.tiled}, "
+                f"gather_across_processes={self.gather_across_processes}")
 
 
 NTXentLoss = InfoNCELoss

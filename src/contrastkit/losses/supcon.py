@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from contrastkit._checks import check_finite, check_ndim
 from contrastkit.errors import InputError
 from contrastkit.losses._precision import full_precision, loss_dtype
-from contrastkit.losses.info_nce import _check_options, _check_views
+from contrastkit.losses._contrastive import _check_options, _check_views
 
 
 def _check_labels(labels: Tensor | None, batch: int) -> None:
