@@ -19,13 +19,10 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     return (seed * 1_000_003 + epoch) * 7 + stream
 
 
-class DeviceLoader:
-    """Iterate shuffled (images, labels) batches of a dataset resident on ``device``.
+class BatchLoader:
+    """What every loader shares: the checks, the batch count, and the (seed, epoch) -> order rule.
 
-    Example:
-        >>> loader = DeviceLoader(torch.zeros(10, 1, 8, 8, dtype=torch.uint8), torch.arange(10), batch_size=4)
-        >>> [images.shape[0] for images, _ in loader.epoch(0)]
-        [4, 4]
+    Subclasses decide where the dataset lives and implement ``epoch(epoch)``.
     """
 
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, *,
@@ -36,8 +33,8 @@ class DeviceLoader:
             raise ConfigError(f"batch_size {batch_size} is larger than the dataset ({images.shape[0]} "
                               f"images); use batch_size <= {images.shape[0]}.")
         self.device = torch.device(device)
-        self.images = images.to(self.device)
-        self.labels = labels.to(self.device)
+        self.images = images
+        self.labels = labels
         self.batch_size = batch_size
         self.seed = seed
         self.drop_last = drop_last
@@ -46,9 +43,31 @@ class DeviceLoader:
         count, rest = divmod(self.images.shape[0], self.batch_size)
         return count if self.drop_last or rest == 0 else count + 1
 
+    def _batch_indices(self, epoch: int, device: torch.device) -> list[Tensor]:
+        """The epoch's shuffled index batches, drawn with a generator on ``device``."""
+        generator = torch.Generator(device=device).manual_seed(epoch_seed(self.seed, epoch))
+        order = torch.randperm(self.images.shape[0], generator=generator, device=device)
+        return [order[step * self.batch_size:(step + 1) * self.batch_size] for step in range(len(self))]
+
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        generator = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch))
-        order = torch.randperm(self.images.shape[0], generator=generator, device=self.device)
-        for step in range(len(self)):
-            index = order[step * self.batch_size:(step + 1) * self.batch_size]
+        raise NotImplementedError
+
+
+class DeviceLoader(BatchLoader):
+    """Iterate shuffled (images, labels) batches of a dataset resident on ``device``.
+
+    Example:
+        >>> loader = DeviceLoader(torch.zeros(10, 1, 8, 8, dtype=torch.uint8), torch.arange(10), batch_size=4)
+        >>> [images.shape[0] for images, _ in loader.epoch(0)]
+        [4, 4]
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, *,
+                 device: str | torch.device = "cpu", seed: int = 0, drop_last: bool = True) -> None:
+        super().__init__(images, labels, batch_size, device=device, seed=seed, drop_last=drop_last)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for index in self._batch_indices(epoch, self.device):
             yield self.images.index_select(0, index), self.labels.index_select(0, index)

@@ -15,15 +15,15 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from contrastkit.data.device_loader import DeviceLoader, epoch_seed
+from contrastkit.data.device_loader import BatchLoader, DeviceLoader
 from contrastkit.errors import ConfigError
 
 
-class HostLoader:
+class HostLoader(BatchLoader):
     """Iterate shuffled (images, labels) batches of a host-resident dataset on ``device``.
 
-    The same interface as :class:`DeviceLoader` (``epoch(epoch)``, ``len``, ``device``, ``seed``), and
-    the same order for the same seed on a CPU device. ``prefetch`` batches are gathered ahead.
+    The same interface as :class:`DeviceLoader`, and the same order for the same seed on a CPU
+    device. ``prefetch`` batches are gathered ahead.
 
     Example:
         >>> loader = HostLoader(torch.zeros(10, 1, 8, 8, dtype=torch.uint8), torch.arange(10), batch_size=4)
@@ -34,36 +34,17 @@ class HostLoader:
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, *,
                  device: str | torch.device = "cpu", seed: int = 0, drop_last: bool = True,
                  prefetch: int = 3) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
-        if drop_last and batch_size > images.shape[0]:
-            raise ConfigError(f"batch_size {batch_size} is larger than the dataset ({images.shape[0]} "
-                              f"images); use batch_size <= {images.shape[0]}.")
+        super().__init__(images.cpu(), labels.cpu(), batch_size, device=device, seed=seed, drop_last=drop_last)
         if prefetch < 1:
             raise ConfigError(f"prefetch must be >= 1, got {prefetch}.")
-        self.device = torch.device(device)
-        self.images = images.cpu()
-        self.labels = labels.cpu()
-        self.batch_size = batch_size
-        self.seed = seed
-        self.drop_last = drop_last
         self.prefetch = prefetch
-
-    def __len__(self) -> int:
-        count, rest = divmod(self.images.shape[0], self.batch_size)
-        return count if self.drop_last or rest == 0 else count + 1
-
-    def _batch_indices(self, epoch: int) -> list[Tensor]:
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-        order = torch.randperm(self.images.shape[0], generator=generator)
-        return [order[step * self.batch_size:(step + 1) * self.batch_size] for step in range(len(self))]
 
     def _gather(self, index: Tensor, pin: bool) -> tuple[Tensor, Tensor]:
         images, labels = self.images.index_select(0, index), self.labels.index_select(0, index)
         return (images.pin_memory(), labels.pin_memory()) if pin else (images, labels)
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        batches = self._batch_indices(epoch)
+        batches = self._batch_indices(epoch, torch.device("cpu"))
         if self.device.type != "cuda":
             for index in batches:
                 yield self._gather(index, pin=False)
@@ -103,7 +84,7 @@ DEVICE_SHARE = 0.5
 
 
 def create_loader(images: Tensor, labels: Tensor, batch_size: int, *, device: torch.device, seed: int = 0,
-                  placement: str = "auto") -> "DeviceLoader | HostLoader":
+                  placement: str = "auto") -> BatchLoader:
     """A :class:`DeviceLoader` when the uint8 dataset fits on ``device`` (``placement="auto"``: at
     most half its free memory; always on a CPU), else a :class:`HostLoader`."""
     if placement not in ("auto", "device", "host"):

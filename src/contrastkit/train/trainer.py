@@ -18,8 +18,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from contrastkit.data.device_loader import DeviceLoader, epoch_seed
-from contrastkit.data.host_loader import HostLoader
+from contrastkit.data.device_loader import BatchLoader, epoch_seed
 from contrastkit.errors import ContrastkitError
 from contrastkit.methods.base import Progress
 from contrastkit.train.checkpoint import load_checkpoint, save_atomic
@@ -54,7 +53,7 @@ class Trainer:
         callbacks: called with the state after every epoch's checkpoint.
     """
 
-    def __init__(self, method: nn.Module, augment: Callable[..., Sequence[Tensor]], loader: DeviceLoader | HostLoader,
+    def __init__(self, method: nn.Module, augment: Callable[..., Sequence[Tensor]], loader: BatchLoader,
                  optimizer: torch.optim.Optimizer, *, epochs: int, warmup_epochs: float = 0.0,
                  out_dir: str | Path | None = None, precision: str = "fp32", channels_last: bool = False,
                  compile: bool = False, log_every: int = 20, progress: bool = True,
