@@ -3,19 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from contrastkit import cli
 
-
-def run_cli(*argv):
-    try:
-        cli.main(list(argv))
-    except SystemExit as exit_:
-        return exit_.code
-    return 0
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, run_cli):
     run_dir = tmp_path_factory.mktemp("cli") / "run"
     code = run_cli("train", "--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--out", str(run_dir),
                    "progress=false", "plot_points=200")
@@ -34,7 +26,7 @@ def test_train_writes_a_complete_run_folder(tiny_run):
     assert summary["knn_top1"] > 0.3  # far above chance (0.1) after two epochs on digits
 
 
-def test_eval_embed_plot_on_a_trained_run(tiny_run, tmp_path, capsys):
+def test_eval_embed_plot_on_a_trained_run(tiny_run, tmp_path, capsys, run_cli):
     assert run_cli("eval", str(tiny_run), "--protocol", "knn") == 0
     assert "kNN" in capsys.readouterr().out
     assert run_cli("embed", str(tiny_run), "--out", str(tmp_path / "test.npy")) == 0
@@ -45,7 +37,7 @@ def test_eval_embed_plot_on_a_trained_run(tiny_run, tmp_path, capsys):
     assert (tiny_run / "plots" / "embedding.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_list_names_the_building_blocks(capsys):
+def test_list_names_the_building_blocks(capsys, run_cli):
     assert run_cli("list") == 0
     out = capsys.readouterr().out
     for name in ("simclr", "mnist", "cifar10", "digits", "resnet18", "small_cnn", "simclr_cifar", "mlp2"):
@@ -58,17 +50,17 @@ def test_list_names_the_building_blocks(capsys):
     (["train", "--resume"], "--resume needs --out"),
     (["eval", "/nonexistent/run"], "is not a run folder"),
 ])
-def test_bad_input_gets_a_clear_error_not_a_traceback(argv, message, capsys):
+def test_bad_input_gets_a_clear_error_not_a_traceback(argv, message, capsys, run_cli):
     assert run_cli(*argv) == 2
     assert message in capsys.readouterr().err
 
 
-def test_resume_refuses_to_change_what_the_run_computes(tiny_run, capsys):
+def test_resume_refuses_to_change_what_the_run_computes(tiny_run, capsys, run_cli):
     assert run_cli("train", "--out", str(tiny_run), "--resume", "lr=0.5") == 2
     assert "cannot change lr" in capsys.readouterr().err
 
 
-def test_help_config_lists_the_keys_and_the_methods_options(capsys):
+def test_help_config_lists_the_keys_and_the_methods_options(capsys, run_cli):
     assert run_cli("train", "--help-config", "--method", "moco_v2") == 0
     out = capsys.readouterr().out
     assert "temperature" in out and "method_options of moco_v2" in out and "queue_size" in out

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.losses.dino import DINOLoss, dino_loss
+
+from loss_helpers import run_in_process_group
 
 
 def reference_dino(student, teacher, center, student_temperature, teacher_temperature):
@@ -98,23 +98,19 @@ def test_bf16_logits_are_computed_in_float32():
                                                center.float()))
 
 
-def _distributed_worker(rank, world, init_file, student, teacher, expected_center):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        batch = student[0].shape[0] // world
-        shard = slice(rank * batch, (rank + 1) * batch)
-        loss_fn = DINOLoss(out_dim=student[0].shape[1]).double()
-        loss_fn([s[shard] for s in student], [t[shard] for t in teacher])
-        torch.testing.assert_close(loss_fn.center, expected_center, rtol=1e-12, atol=1e-15)
-    finally:
-        dist.destroy_process_group()
+def _distributed_worker(rank, world, student, teacher, expected_center):
+    batch = student[0].shape[0] // world
+    shard = slice(rank * batch, (rank + 1) * batch)
+    loss_fn = DINOLoss(out_dim=student[0].shape[1]).double()
+    loss_fn([s[shard] for s in student], [t[shard] for t in teacher])
+    torch.testing.assert_close(loss_fn.center, expected_center, rtol=1e-12, atol=1e-15)
 
 
 def test_centre_spans_all_processes(tmp_path):
     student, teacher, _ = logits(7, batch=6)
     loss_fn = DINOLoss(out_dim=6).double()
     loss_fn(student, teacher)
-    mp.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), student, teacher, loss_fn.center), nprocs=2)
+    run_in_process_group(tmp_path, _distributed_worker, student, teacher, loss_fn.center)
 
 
 def test_bad_inputs_are_refused():

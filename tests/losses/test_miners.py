@@ -10,7 +10,7 @@ from contrastkit.losses.miners import (
     semi_hard_triplets,
 )
 
-from loss_references import reference_distance
+from loss_helpers import reference_distance
 
 DISTANCES = ["euclidean", "squared_euclidean", "cosine"]
 

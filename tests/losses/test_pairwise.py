@@ -16,7 +16,7 @@ from contrastkit.losses.pairwise import (
     sigmoid_loss,
 )
 
-from loss_references import numeric_gradients
+from loss_helpers import numeric_gradients
 
 
 def unit(v):

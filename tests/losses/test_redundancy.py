@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.losses.redundancy import BarlowTwinsLoss, VICRegLoss, barlow_twins_loss, vicreg_loss
+
+from loss_helpers import run_in_process_group
 
 
 def reference_barlow_twins(z_a, z_b, lambda_offdiag):
@@ -99,21 +99,17 @@ def test_autocast_does_not_lower_the_precision():
         torch.testing.assert_close(loss, reference)
 
 
-def _distributed_worker(rank, world, init_file, z_a, z_b, expected):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        shard = slice(rank * z_a.shape[0] // world, (rank + 1) * z_a.shape[0] // world)
-        losses = barlow_twins_loss(z_a[shard], z_b[shard]), vicreg_loss(z_a[shard], z_b[shard])
-        for loss, reference in zip(losses, expected):
-            torch.testing.assert_close(loss, reference, rtol=1e-12, atol=0.0)
-    finally:
-        dist.destroy_process_group()
+def _distributed_worker(rank, world, z_a, z_b, expected):
+    shard = slice(rank * z_a.shape[0] // world, (rank + 1) * z_a.shape[0] // world)
+    losses = barlow_twins_loss(z_a[shard], z_b[shard]), vicreg_loss(z_a[shard], z_b[shard])
+    for loss, reference in zip(losses, expected):
+        torch.testing.assert_close(loss, reference, rtol=1e-12, atol=0.0)
 
 
 def test_statistics_span_all_processes(tmp_path):
     z_a, z_b = correlated_pair(10, n=8, d=4)
     expected = barlow_twins_loss(z_a, z_b), vicreg_loss(z_a, z_b)
-    mp.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), z_a, z_b, expected), nprocs=2)
+    run_in_process_group(tmp_path, _distributed_worker, z_a, z_b, expected)
 
 
 @pytest.mark.parametrize("loss", [barlow_twins_loss, vicreg_loss])

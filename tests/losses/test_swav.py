@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.losses.swav import SwAVLoss, sinkhorn_knopp, swav_loss
+
+from loss_helpers import run_in_process_group
 
 
 def reference_sinkhorn(scores, epsilon, iterations):
@@ -144,18 +144,14 @@ def test_bf16_scores_are_computed_in_float32():
     torch.testing.assert_close(loss, swav_loss([s.float() for s in scores]))
 
 
-def _distributed_worker(rank, world, init_file, scores, expected):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        shard = slice(rank * scores.shape[0] // world, (rank + 1) * scores.shape[0] // world)
-        torch.testing.assert_close(sinkhorn_knopp(scores[shard]), expected[shard], rtol=1e-12, atol=1e-15)
-    finally:
-        dist.destroy_process_group()
+def _distributed_worker(rank, world, scores, expected):
+    shard = slice(rank * scores.shape[0] // world, (rank + 1) * scores.shape[0] // world)
+    torch.testing.assert_close(sinkhorn_knopp(scores[shard]), expected[shard], rtol=1e-12, atol=1e-15)
 
 
 def test_sinkhorn_spans_all_processes(tmp_path):
     scores = prototype_scores(9, batch=8)[0]
-    mp.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), scores, sinkhorn_knopp(scores)), nprocs=2)
+    run_in_process_group(tmp_path, _distributed_worker, scores, sinkhorn_knopp(scores))
 
 
 def test_bad_inputs_are_refused():

@@ -3,11 +3,12 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from contrastkit.errors import ConfigError
 from contrastkit.losses import CLIPLoss, InfoNCELoss, clip_loss, info_nce, tiled
 from contrastkit.losses.tiled import _Pairs, _TiledCrossEntropy, tiled_clip_loss, tiled_info_nce
+
+from loss_helpers import run_in_process_group
 
 
 def float64_views(seed, num_views=2, n=6, d=5, requires_grad=True):
@@ -194,23 +195,19 @@ def _projection(weight, bias):
     return projection
 
 
-def _distributed_worker(rank, world, init_file, inputs_a, inputs_b, weight, bias, expected):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        shard = slice(rank * inputs_a.shape[0] // world, (rank + 1) * inputs_a.shape[0] // world)
-        for name, loss_fn in LOSSES.items():
-            projection = _projection(weight, bias)
-            loss = loss_fn(projection(inputs_a[shard]), projection(inputs_b[shard]))
-            loss.backward()
-            # What DDP does to parameter gradients, and what a logger does to the loss: average them.
-            averaged = [loss.detach(), projection.weight.grad, projection.bias.grad]
-            for tensor in averaged:
-                dist.all_reduce(tensor)
-                tensor /= world
-            for actual, reference in zip(averaged, expected):
-                torch.testing.assert_close(actual, reference, rtol=1e-12, atol=1e-12, msg=name)
-    finally:
-        dist.destroy_process_group()
+def _distributed_worker(rank, world, inputs_a, inputs_b, weight, bias, expected):
+    shard = slice(rank * inputs_a.shape[0] // world, (rank + 1) * inputs_a.shape[0] // world)
+    for name, loss_fn in LOSSES.items():
+        projection = _projection(weight, bias)
+        loss = loss_fn(projection(inputs_a[shard]), projection(inputs_b[shard]))
+        loss.backward()
+        # What DDP does to parameter gradients, and what a logger does to the loss: average them.
+        averaged = [loss.detach(), projection.weight.grad, projection.bias.grad]
+        for tensor in averaged:
+            dist.all_reduce(tensor)
+            tensor /= world
+        for actual, reference in zip(averaged, expected):
+            torch.testing.assert_close(actual, reference, rtol=1e-12, atol=1e-12, msg=name)
 
 
 def test_gathered_loss_and_averaged_gradients_equal_one_process_on_the_whole_batch(tmp_path):
@@ -220,5 +217,4 @@ def test_gathered_loss_and_averaged_gradients_equal_one_process_on_the_whole_bat
     projection = _projection(weight, bias)
     loss = info_nce(projection(inputs_a), projection(inputs_b), temperature=0.3, tiled=False)
     expected = [loss.detach(), *torch.autograd.grad(loss, [projection.weight, projection.bias])]
-    mp.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), inputs_a, inputs_b, weight, bias, expected),
-             nprocs=2)
+    run_in_process_group(tmp_path, _distributed_worker, inputs_a, inputs_b, weight, bias, expected)

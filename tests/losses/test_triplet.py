@@ -5,7 +5,7 @@ import torch
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.losses.triplet import TripletLoss, triplet_loss
 
-from loss_references import numeric_gradients, reference_distance
+from loss_helpers import numeric_gradients, reference_distance
 
 DISTANCES = ["euclidean", "squared_euclidean", "cosine"]
 

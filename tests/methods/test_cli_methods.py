@@ -2,10 +2,10 @@
 
 import json
 import math
+import re
 
 import pytest
 
-from contrastkit import cli
 from contrastkit.methods import list_methods
 
 # Narrow heads and few prototypes keep each run to seconds on two CPU cores; the multi-crop methods
@@ -27,20 +27,13 @@ SMALL = {
 }
 
 
-def run_cli(*argv):
-    try:
-        cli.main(list(argv))
-    except SystemExit as exit_:
-        return exit_.code
-    return 0
-
 
 def test_every_registered_method_is_covered():
     assert sorted(SMALL) == list_methods()
 
 
 @pytest.mark.parametrize("method", sorted(SMALL))
-def test_method_trains_from_the_cli_with_finite_falling_loss(method, tmp_path):
+def test_method_trains_from_the_cli_with_finite_falling_loss(method, tmp_path, run_cli):
     out = tmp_path / method
     code = run_cli("train", "--method", method, "--dataset", "digits", "--epochs", "3", "--batch-size", "128",
                    "--out", str(out), "evaluate=false", "plot=false", "progress=false", "log_every=1",
@@ -62,15 +55,15 @@ def test_method_trains_from_the_cli_with_finite_falling_loss(method, tmp_path):
     (["--method", "mocov2"], "did you mean 'moco_v2'"),
     (["--method", "simclr", "epochs.x=1"], "only the dict keys"),
 ])
-def test_bad_method_settings_are_refused_up_front(argv, message, tmp_path, capsys):
+def test_bad_method_settings_are_refused_up_front(argv, message, tmp_path, capsys, run_cli):
     assert run_cli("train", "--dataset", "digits", "--out", str(tmp_path / "run"), *argv, "progress=false") == 2
     err = capsys.readouterr().err
     assert "contrastkit: error:" in err
-    assert __import__("re").search(message, err), err
+    assert re.search(message, err), err
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_supcon_on_a_folder_without_classes_is_refused(tmp_path, capsys):
+def test_supcon_on_a_folder_without_classes_is_refused(tmp_path, capsys, run_cli):
     from PIL import Image
 
     folder = tmp_path / "unlabeled" / "images"

@@ -1,6 +1,9 @@
-"""Float64 helpers shared by the loss tests: distances from their definitions, finite differences."""
+"""Helpers shared by the loss tests: float64 distances from their definitions, finite differences,
+and a group of CPU processes for the tests of cross-process statistics."""
 
 import numpy as np
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 
 def reference_distance(x, y, distance):
@@ -26,3 +29,19 @@ def numeric_gradients(function, arrays, step=1e-6):
             gradient[index] = (upper - lower) / (2 * step)
         gradients.append(gradient)
     return gradients
+
+
+def run_in_process_group(tmp_path, worker, *args, world=2):
+    """Run ``worker(rank, world, *args)`` in ``world`` processes joined in a gloo group (CPU).
+
+    ``worker`` must be a module-level function (the processes are spawned, not forked)."""
+    mp.spawn(_in_group, args=(world, str(tmp_path / "init"), worker, args), nprocs=world)
+
+
+def _in_group(rank, world, init_file, worker, args):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        worker(rank, world, *args)
+    finally:
+        dist.destroy_process_group()
+
