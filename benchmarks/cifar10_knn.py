@@ -66,7 +66,8 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
     print(json.dumps({"device": device, "date": date.today().isoformat(), "torch": torch.__version__,
                       "config": {key: resolved[key] for key in ("method", "dataset", "backbone", "batch_size", "lr",
-                                                                "temperature", "optimizer", "precision", "compile")},
+                                                                "temperature", "optimizer", "precision", "compile",
+                                                                "compile_mode", "augment_backend")},
                       "points": points}, indent=2))
 
 

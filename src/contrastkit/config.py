@@ -50,7 +50,9 @@ class Config:
     data_placement: str = "auto"  # device: whole uint8 dataset on the device; host: streamed from pinned memory
     precision: str = "auto"
     channels_last: bool = True  # pays on GPUs and with oneDNN on CPUs (2.5x for small_cnn on two cores)
-    compile: bool = False
+    compile: bool = False  # torch.compile the training step and the augmentation
+    compile_mode: str = "default"  # torch.compile's mode; reduce-overhead adds CUDA graphs
+    augment_backend: str = "auto"  # on CUDA: auto (fused Triton kernel where it applies), torch or triton
     log_every: int = 20
     progress: bool = True
     out: str | None = None
@@ -89,6 +91,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "data_placement": ("auto", "device", "host"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
+    "compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    "augment_backend": ("auto", "torch", "triton"),
     "similarity": ("cosine", "dot"),
     "embedding_method": ("auto", "tsne", "umap", "pca"),
     "head": ("identity", "linear", "mlp2", "mlp3"),

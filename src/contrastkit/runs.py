@@ -59,7 +59,10 @@ class Run:
         base_views = preset(config.preset or self.splits.default_preset,
                             size=config.image_size or self.splits.image_size, mean=self.splits.mean,
                             std=self.splits.std, **config.preset_options)
-        self.augment: MultiView = self.method.configure_views(base_views)
+        # On the device: the normalisation constants would otherwise be copied there at every batch.
+        self.augment: MultiView = self.method.configure_views(base_views).to(self.device)
+        self.augment.backend = config.augment_backend
+        self.augment.channels_last = config.channels_last  # the views are made in the model's layout
         self.precision = config.precision if config.precision != "auto" else (
             "bf16" if self.device.type == "cuda" else "fp32")
 
@@ -116,11 +119,11 @@ def train(config: Config, *, resume: bool = False,
     # Momentum (teacher) encoders are updated by the method, never by the optimizer.
     trainable = [parameter for parameter in run.method.parameters() if parameter.requires_grad]
     optimizer = create_optimizer(config.optimizer, trainable, lr=config.lr,
-                                 momentum=config.momentum, weight_decay=config.weight_decay, device=run.device)
+                                 momentum=config.momentum, weight_decay=config.weight_decay)
     trainer = Trainer(run.method, run.augment, loader, optimizer, epochs=config.epochs,
                       warmup_epochs=config.warmup_epochs, out_dir=out_dir, precision=run.precision,
-                      channels_last=config.channels_last, compile=config.compile, log_every=config.log_every,
-                      progress=config.progress, callbacks=callbacks)
+                      channels_last=config.channels_last, compile=config.compile, compile_mode=config.compile_mode,
+                      log_every=config.log_every, progress=config.progress, callbacks=callbacks)
     print(f"training {config.method} on {config.dataset} ({len(run.splits.train)} images) with "
           f"{config.backbone} on {run.device}, {config.epochs} epochs of {len(loader)} steps -> {out_dir}",
           flush=True)

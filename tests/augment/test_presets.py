@@ -16,6 +16,7 @@ from contrastkit.augment import (
     RandomRotation,
     RandomSolarize,
     list_presets,
+    multicrop,
     preset,
 )
 from contrastkit.errors import ConfigError, InputError
@@ -161,3 +162,139 @@ def test_byol_imagenet_views_are_asymmetric() -> None:
     assert blur == [1.0, 0.1] and solarize == [0.0, 0.2]
     views = preset("byol_imagenet", size=48)(uint8_images(2, 3, 64), generator=gen())
     assert [tuple(v.shape) for v in views] == [(2, 3, 48, 48)] * 2
+
+
+# ----------------------------------------------------------------------------- compiled, on any device
+
+# (preset options, channels, source side) small enough for a CPU; one entry per preset.
+PRESET_INPUTS = {"simclr_cifar": ({}, 3, 32), "simclr_imagenet": ({"size": 16}, 3, 24),
+                 "byol_imagenet": ({"size": 16}, 3, 24), "mnist": ({}, 1, 28), "digits": ({}, 1, 8)}
+
+
+def test_every_preset_has_inputs_for_the_compile_test() -> None:
+    assert sorted(PRESET_INPUTS) == list_presets()
+
+
+# Inductor generates C++ on a CPU: slower to compile, so only for the GPU's hot path.
+COMPILE_CASES = [pytest.param(name, *inputs, "aot_eager", id=f"{name}-aot_eager")
+                 for name, inputs in sorted(PRESET_INPUTS.items())]
+COMPILE_CASES.append(pytest.param("simclr_cifar", {}, 3, 32, "inductor", id="simclr_cifar-inductor"))
+
+
+@pytest.mark.parametrize("name, options, channels, side, backend", COMPILE_CASES)
+def test_every_preset_compiles_as_one_graph_with_the_eager_output(name, options, channels, side, backend) -> None:
+    # fullgraph=True fails on any host sync (.item(), .tolist()) or data-dependent shape, the two
+    # things that also break CUDA-graph capture.
+    torch._dynamo.reset()  # every case compiles MultiView.apply: a clean cache each, not recompiles
+    mv = preset(name, **options)
+    images = uint8_images(6, channels, side)
+    params = mv.sample_params(images, gen(1))
+    compiled = torch.compile(mv.apply, fullgraph=True, backend=backend)
+    for actual, expected in zip(compiled(images, params), mv.apply(images, params)):
+        torch.testing.assert_close(actual, expected, atol=2e-5, rtol=0)
+
+
+def test_multicrop_views_compile_as_one_graph() -> None:
+    torch._dynamo.reset()
+    mv = multicrop(preset("simclr_imagenet", size=16), num_local=2, local_size=8)
+    images = uint8_images(4, 3, 24)
+    params = mv.sample_params(images, gen(1))
+    compiled = torch.compile(mv.apply, fullgraph=True, backend="aot_eager")
+    for actual, expected in zip(compiled(images, params), mv.apply(images, params)):
+        torch.testing.assert_close(actual, expected, atol=0, rtol=0)
+
+
+def test_parameters_are_drawn_on_the_cpu_whatever_the_batch_device() -> None:
+    # The meta device stands in for a GPU: only the batch's shape is read, so the draws are the
+    # CPU generator's, identical to those for a CPU batch.
+    mv = preset("simclr_cifar")
+    on_cpu = mv.sample_params(uint8_images(8, 3, 32), gen(3))
+    elsewhere = mv.sample_params(torch.empty(8, 3, 32, 32, dtype=torch.uint8, device="meta"), gen(3))
+    for view_cpu, view_other in zip(on_cpu, elsewhere):
+        for ops_cpu, ops_other in zip(view_cpu, view_other):
+            assert ops_cpu.keys() == ops_other.keys()
+            for key in ops_cpu:
+                assert ops_other[key].device.type == "cpu"
+                assert torch.equal(ops_cpu[key], ops_other[key]), key
+
+
+def test_forward_is_apply_of_sample_params() -> None:
+    mv = preset("simclr_cifar")
+    images = uint8_images(8, 3, 32)
+    direct = mv(images, generator=gen(4))
+    split = mv.apply(images, mv.sample_params(images, gen(4)))
+    for a, b in zip(direct, split):
+        assert torch.equal(a, b)
+
+
+def test_an_unknown_backend_is_refused_and_multicrop_keeps_the_backend() -> None:
+    mv = preset("simclr_imagenet", size=16)
+    with pytest.raises(ConfigError, match="backend must be one of auto, torch, triton"):
+        mv.backend = "cuda"
+    mv.backend = "torch"
+    assert multicrop(mv, num_local=2).backend == "torch"
+
+
+@pytest.fixture
+def kernel_everywhere(monkeypatch):
+    """Lets MultiView take its fused path for CPU batches, through a stand-in for the kernel."""
+    from contrastkit.augment import fused, presets
+
+    monkeypatch.setattr(presets, "_kernel_runs_on", lambda device: True)
+    calls = []
+
+    def use(kernel):
+        def fake(images, pipeline, params, **kwargs):
+            calls.append(pipeline)
+            return kernel(images, pipeline, params)
+        monkeypatch.setattr(fused, "fused_apply", fake)
+        return calls
+
+    return use
+
+
+def torch_views(mv, images, params):
+    from contrastkit.augment import to_float
+
+    return [view.apply(to_float(images), view_params) for view, view_params in zip(mv.views, params)]
+
+
+def test_a_kernel_that_agrees_on_its_first_batch_serves_the_later_ones(kernel_everywhere) -> None:
+    from contrastkit.augment import to_float
+
+    calls = kernel_everywhere(lambda images, pipeline, params: pipeline.apply(to_float(images), params))
+    mv = preset("simclr_cifar")
+    images = uint8_images(4, 3, 32)
+    for seed in (1, 2):
+        params = mv.sample_params(images, gen(seed))
+        assert all(torch.equal(a, b) for a, b in zip(mv.apply(images, params), torch_views(mv, images, params)))
+    assert len(calls) == 4  # two views, two batches (the pipeline is shared by both views)
+    assert list(mv._fused_ok.values()) == [True]
+
+
+@pytest.mark.parametrize("fault", ["wrong", "raises"])
+def test_a_kernel_that_fails_its_first_batch_hands_over_to_the_torch_ops(kernel_everywhere, fault) -> None:
+    def broken(images, pipeline, params):
+        if fault == "raises":
+            raise RuntimeError("no kernel image for this device")
+        return torch.zeros(images.shape[0], 3, 32, 32)
+
+    calls = kernel_everywhere(broken)
+    mv = preset("simclr_cifar")
+    images = uint8_images(4, 3, 32)
+    params = mv.sample_params(images, gen(1))
+    with pytest.warns(RuntimeWarning, match="fused augmentation kernel .* the torch ops augment this pipeline"):
+        views = mv.apply(images, params)
+    assert all(torch.equal(a, b) for a, b in zip(views, torch_views(mv, images, params)))
+    mv.apply(images, mv.sample_params(images, gen(2)))
+    assert len(calls) == 1  # tried once, never again
+    mv.backend = "triton"
+    with pytest.raises(ConfigError, match="set augment_backend=torch"):
+        mv.apply(images, params)
+
+
+def test_the_triton_backend_refuses_a_batch_the_kernel_cannot_take() -> None:
+    mv = preset("digits")
+    mv.backend = "triton"
+    with pytest.raises(ConfigError, match="needs a CUDA batch"):
+        mv(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))

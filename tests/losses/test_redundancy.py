@@ -40,7 +40,7 @@ def reference_vicreg(z_a, z_b, invariance_weight, variance_weight, covariance_we
         mean = [sum(z[k, j] for k in range(n)) / n for j in range(d)]
         cov = [[sum((z[k, i] - mean[i]) * (z[k, j] - mean[j]) for k in range(n)) / (n - 1) for j in range(d)]
                for i in range(d)]
-        variance += sum(max(0.0, 1 - np.sqrt(cov[j][j] + epsilon)) for j in range(d)) / d
+        variance += sum(max(0.0, 1 - np.sqrt(cov[j][j] + epsilon)) for j in range(d)) / d / 2  # mean of the views
         covariance += sum(cov[i][j] ** 2 for i in range(d) for j in range(d) if i != j) / d
     return invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance
 

@@ -1,13 +1,14 @@
 """The mechanics each method relies on: stop-gradients, momentum updates, queues, frozen layers."""
 
 import copy
+import math
 
 import pytest
 import torch
 
 from contrastkit.errors import ConfigError
-from contrastkit.methods import (BYOL, DINO, MoCoV2, MoCoV3, Progress, SimCLR, SimSiam, SupCon, SwAV,
-                                 forward_views)
+from contrastkit.methods import (BYOL, DINO, METHODS, MoCoV2, MoCoV3, Progress, SimCLR, SimSiam, SupCon, SwAV,
+                                 forward_views, list_methods)
 from contrastkit.models import create_backbone, create_head
 
 
@@ -74,18 +75,50 @@ def test_simsiam_stops_the_gradient_of_the_target_branch():
     assert all(torch.count_nonzero(p.grad) == 0 for p in model.projection_head.parameters() if p.grad is not None)
 
 
-def test_moco_v2_queue_takes_the_first_views_keys():
-    model = MoCoV2(backbone(), create_head("mlp2", 128, 32, 16), queue_size=24)
+def test_moco_v2_queue_takes_the_first_views_keys_at_the_end_of_the_step():
+    model = MoCoV2(backbone(), create_head("mlp2", 128, 32, 16), queue_size=24, ema_momentum=1.0,
+                   ema_momentum_final=1.0)
     batch = views()
     first = model.training_step(batch)["loss"]  # empty queue: in-batch keys are the negatives
     assert torch.isfinite(first)
+    assert model.queue.get()[0].shape == (0, 16)  # backward still needs the queue as it was
     with torch.no_grad():
         expected_keys = model.key_head(model.key_backbone(torch.cat(batch)))[:8]
+    model.on_step_end(progress(0))
     keys, _ = model.queue.get()
     assert keys.shape == (8, 16)
     torch.testing.assert_close(keys, expected_keys)
     model.training_step(views(seed=1))
+    model.on_step_end(progress(1))
     assert model.queue.get()[0].shape == (16, 16)
+
+
+def test_moco_v2_training_step_does_not_copy_or_change_the_queue():
+    model = MoCoV2(backbone(), create_head("mlp2", 128, 32, 16), queue_size=16)
+    model.queue.enqueue(torch.randn(16, 16))
+    before = model.queue.keys.clone()
+    model.training_step(views())["loss"].backward()
+    assert torch.equal(model.queue.keys, before)
+
+
+def test_moco_v3_loss_is_twice_the_temperature_times_both_directions():
+    # MoCo v3's reference code: ctr(q1, k2) + ctr(q2, k1), each cross-entropy multiplied by 2t.
+    temperature = 0.2
+    model = MoCoV3(backbone(), hidden_dim=32, projection_dim=16, predictor_hidden_dim=32,
+                   temperature=temperature).double()
+    batch = [view.double() for view in views()]
+    loss = model.training_step(batch)["loss"]
+    with torch.no_grad():
+        both = torch.cat(batch)
+        q = torch.nn.functional.normalize(model.prediction_head(model.projection_head(model.backbone(both))), dim=1)
+        k = torch.nn.functional.normalize(model.key_head(model.key_backbone(both)), dim=1)
+    (q_a, q_b), (k_a, k_b) = q.split(8), k.split(8)
+
+    def ctr(queries, keys):
+        log_probabilities = torch.log_softmax(queries @ keys.T / temperature, dim=1)
+        return -log_probabilities.diagonal().mean() * 2 * temperature
+
+    torch.testing.assert_close(loss, ctr(q_a, k_b) + ctr(q_b, k_a), rtol=1e-12, atol=1e-12)
 
 
 def test_moco_v2_refuses_a_queue_smaller_than_the_batch():
@@ -143,3 +176,56 @@ def test_two_view_methods_refuse_multi_crop_views():
 def test_simclr_accepts_several_views():
     model = SimCLR(backbone(), create_head("mlp2", 128, 32, 16))
     assert torch.isfinite(model.training_step(views(count=3))["loss"])
+
+
+def test_vicreg_cifar_recipe_trains_without_diverging():
+    # VICReg's covariance term is quartic in the embedding's scale and dominates the gradient at
+    # initialisation; with plain SGD (the recipe before LARS) this run reached inf by step 5.
+    from contrastkit.augment import preset
+    from contrastkit.config import Config, resolve
+    from contrastkit.methods import VICReg
+    from contrastkit.train import create_optimizer
+
+    config = resolve(Config(method="vicreg", dataset="cifar10", backbone="small_cnn", cifar_stem=False,
+                            batch_size=128))
+    torch.manual_seed(0)
+    model = VICReg.from_config(create_backbone("small_cnn", in_channels=3), config)
+    optimizer = create_optimizer(config.optimizer, model.parameters(), lr=config.lr, momentum=config.momentum,
+                                 weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (128, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    augment = preset("simclr_cifar")
+    losses = []
+    for _ in range(10):
+        loss = model.training_step(augment(images, generator=generator), validate=False)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(loss) for loss in losses), losses
+    assert losses[-1] < losses[0]
+
+
+# Small sizes per method, so that every training step compiles in about a second on a CPU.
+SMALL_OPTIONS = {"moco_v2": {"queue_size": 32}, "swav": {"num_prototypes": 16},
+                 "dino": {"out_dim": 64, "bottleneck_dim": 16}, "moco_v3": {"predictor_hidden_dim": 32},
+                 "byol": {"predictor_hidden_dim": 32}, "simsiam": {"predictor_hidden_dim": 32}}
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_every_training_step_compiles_as_one_graph(name):
+    # fullgraph=True fails on a host sync or a data-dependent shape: what would stall the GPU
+    # between steps or break CUDA-graph capture. (MoCo v2 reads its fill count until the queue is full.)
+    from contrastkit.config import Config, resolve
+
+    torch._dynamo.reset()  # one lambda for every method: start each from a clean cache, not a recompile
+    config = resolve(Config(method=name, dataset="digits", batch_size=16, hidden_dim=32, projection_dim=16,
+                            method_options=SMALL_OPTIONS.get(name, {})))
+    model = METHODS.get(name).from_config(backbone(), config)
+    if name == "moco_v2":
+        model.queue.enqueue(torch.randn(32, 16))
+    eager = copy.deepcopy(model)  # a step changes state (DINO's centre), so each path gets its own copy
+    batch, labels = views(batch=16), torch.arange(16) % 4
+    step = torch.compile(lambda v, y: model.training_step(v, y, validate=False)["loss"], fullgraph=True,
+                         backend="aot_eager")
+    torch.testing.assert_close(step(batch, labels), eager.training_step(batch, labels, validate=False)["loss"])

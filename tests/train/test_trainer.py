@@ -7,7 +7,9 @@ from torch import nn
 
 from contrastkit import runs
 from contrastkit.config import Config
-from contrastkit.data import DeviceLoader
+from contrastkit.augment import preset
+from contrastkit.data import DeviceLoader, HostLoader, load_dataset
+from contrastkit.data.device_loader import epoch_generator
 from contrastkit.methods import Method
 from contrastkit.train import LARS, Trainer, TrainingDiverged, cosine_with_warmup, load_checkpoint, save_atomic
 
@@ -121,10 +123,61 @@ def test_lars_step_matches_its_formula():
 
 
 def test_streaming_from_host_memory_trains_exactly_like_the_device_resident_dataset(tmp_path):
-    # On a CPU both loaders draw the same batches, so the runs must agree bit for bit.
-    resident = runs.train(digits_config(tmp_path, "device", epochs=1, data_placement="device"))
-    streamed = runs.train(digits_config(tmp_path, "host", epochs=1, data_placement="host"))
+    # Both loaders draw the same batches, so on a CPU (deterministic kernels) the runs agree bit for bit.
+    resident = runs.train(digits_config(tmp_path, "device", epochs=1, data_placement="device", device="cpu"))
+    streamed = runs.train(digits_config(tmp_path, "host", epochs=1, data_placement="host", device="cpu"))
     expected = load_checkpoint(resident / "checkpoints" / "last.pt")["method"]
     actual = load_checkpoint(streamed / "checkpoints" / "last.pt")["method"]
     for key in expected:
         torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=key)
+
+
+def seen_batches(loader, augment, epochs=2):
+    """What the trainer feeds the method: (images, labels, augmentation parameters, views) per step."""
+    seen = []
+    for epoch in range(epochs):
+        generator = epoch_generator(loader.seed, epoch, stream=1)
+        for images, labels in loader.epoch(epoch):
+            params = augment.sample_params(images, generator)
+            seen.append((images.cpu(), labels.cpu(), params, [view.cpu() for view in augment.apply(images, params)]))
+    return seen
+
+
+ACCELERATORS = ["cuda"] if torch.cuda.is_available() else []
+
+
+@pytest.mark.parametrize("device", ["cpu", *ACCELERATORS])
+@pytest.mark.parametrize("loader_class", [DeviceLoader, HostLoader])
+def test_the_same_seed_gives_the_same_batches_whatever_the_placement_and_device(device, loader_class):
+    splits = load_dataset("digits")
+    images, labels = splits.train.images[:300], splits.train.labels[:300]
+    augment = preset("digits")
+    expected = seen_batches(DeviceLoader(images, labels, 64, device="cpu", seed=3), augment)
+    actual = seen_batches(loader_class(images, labels, 64, device=device, seed=3), augment.to(device))
+    assert len(actual) == len(expected) == 8
+    for (images_a, labels_a, params_a, views_a), (images_e, labels_e, params_e, views_e) in zip(actual, expected):
+        assert torch.equal(images_a, images_e) and torch.equal(labels_a, labels_e)
+        for ops_a, ops_e in zip(params_a[0], params_e[0]):
+            assert all(torch.equal(ops_a[key], ops_e[key]) for key in ops_e)
+        for view_a, view_e in zip(views_a, views_e):
+            torch.testing.assert_close(view_a, view_e, atol=1e-4, rtol=0)  # other kernels, same inputs
+
+
+def test_the_epoch_order_is_drawn_on_the_cpu_for_any_device():
+    # The meta device stands in for an accelerator: its order must be the CPU's, not its own generator's.
+    images, labels = torch.zeros(10, 1, 2, 2, dtype=torch.uint8), torch.arange(10)
+    on_cpu = DeviceLoader(images, labels, 4, seed=1).batch_indices(0)
+    elsewhere = DeviceLoader(images, labels, 4, device="meta", seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(elsewhere.batch_indices(0), on_cpu))
+    assert [batch.shape[0] for batch, _ in elsewhere.epoch(0)] == [4, 4]
+
+
+def test_compiled_training_follows_the_eager_run(tmp_path):
+    # compile=true compiles the step and the augmentation's apply (fullgraph): same batches, same
+    # losses up to the float reassociation of fused kernels.
+    eager = runs.train(digits_config(tmp_path, "eager", epochs=1, batch_size=256, log_every=1, device="cpu"))
+    compiled = runs.train(digits_config(tmp_path, "compiled", epochs=1, batch_size=256, log_every=1, device="cpu",
+                                        compile=True))
+    expected, actual = ([record["loss"] for record in read_metrics(run)] for run in (eager, compiled))
+    assert len(actual) == len(expected) == 5
+    assert actual == pytest.approx(expected, rel=1e-3)

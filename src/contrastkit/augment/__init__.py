@@ -12,6 +12,7 @@ from contrastkit.augment.image import (
     RandomResizedCrop,
     RandomRotation,
     RandomSolarize,
+    params_to,
     to_float,
 )
 from contrastkit.augment.presets import MultiView, list_presets, multicrop, preset, register_preset
@@ -31,6 +32,7 @@ __all__ = [
     "RandomSolarize",
     "list_presets",
     "multicrop",
+    "params_to",
     "preset",
     "register_preset",
     "to_float",

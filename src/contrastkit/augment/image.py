@@ -5,20 +5,25 @@ the samples), so a GPU pipeline is not held back by per-image Python work. Seman
 torchvision's transforms, which is what published recipes use.
 
 Every op splits randomness from computation: ``sample_params`` draws a dict of per-sample tensors
-and ``apply`` is deterministic given them. ``sample_params`` reads only the shape, dtype and device
-of its input, which lets :class:`Compose` draw the parameters of a whole pipeline up front.
+and ``apply`` is deterministic given them. ``sample_params`` reads only the shape and dtype of its
+input, which lets :class:`Compose` draw the parameters of a whole pipeline up front, and draws on
+the CPU (from the given generator, else torch's default CPU generator) whatever device the batch
+is on: the same seed gives the same augmentations on a laptop and on a GPU. ``apply`` runs on the
+batch's device without host syncs or data-dependent shapes, so it compiles with
+``torch.compile(fullgraph=True)`` and can be captured in a CUDA graph.
 
 Example::
 
     aug = Compose([RandomResizedCrop(32), RandomHorizontalFlip(), ColorJitter()])
     views = aug(images)                      # images: float (B, 3, H, W) in [0, 1]
-    params = aug.sample_params(images, torch.Generator().manual_seed(0))
-    same = aug.apply(images, params)         # reproducible, on any device
+    params = aug.sample_params(images, torch.Generator().manual_seed(0))   # CPU tensors
+    same = aug.apply(images, params_to(params, images.device))             # reproducible, on any device
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from numbers import Real
 from typing import Any, Sequence
 
@@ -41,6 +46,7 @@ __all__ = [
     "Cutout",
     "Normalize",
     "Compose",
+    "params_to",
     "to_float",
 ]
 
@@ -111,10 +117,10 @@ def _check_rgb_or_gray(op: str, x: Tensor) -> int:
 
 
 def _rand(shape: tuple[int, ...], x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """U[0, 1) float32 on x.device. Drawn on the generator's device so one seeded CPU generator
-    gives the same parameters whether the batch lives on the CPU or a GPU."""
-    device = generator.device if generator is not None else x.device
-    return torch.rand(shape, generator=generator, device=device).to(x.device)
+    """U[0, 1) float32 on the generator's device (the CPU without one), never on x's: one seed gives
+    the same parameters whether the batch lives on the CPU or a GPU (their generators differ)."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    return torch.rand(shape, generator=generator, device=device)
 
 
 def _uniform(shape: tuple[int, ...], low: float, high: float, x: Tensor,
@@ -153,6 +159,57 @@ def _pick(values: Tensor, index: Tensor) -> Tensor:
     return values.gather(1, index[:, None]).squeeze(1)
 
 
+def params_to(params: Any, device: torch.device | str) -> Any:
+    """``params`` (tensors nested in dicts and lists, as ``sample_params`` returns them) on ``device``.
+
+    All tensors of one dtype travel in one copy, from pinned memory and without blocking on CUDA,
+    so moving a pipeline's parameters costs a few transfers and never waits for the GPU.
+
+    Example:
+        >>> params = Compose([RandomHorizontalFlip()]).sample_params(torch.zeros(4, 3, 8, 8))
+        >>> params_to(params, "cpu")[0]["apply"].shape
+        torch.Size([4])
+    """
+    device = torch.device(device)
+    leaves: list[Tensor] = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, Tensor):
+            leaves.append(node)
+        elif isinstance(node, dict):
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                collect(value)
+
+    collect(params)
+    if all(leaf.device == device for leaf in leaves):
+        return params
+    groups: dict[torch.dtype, list[Tensor]] = defaultdict(list)
+    for leaf in leaves:
+        groups[leaf.dtype].append(leaf)
+    moved: dict[int, Tensor] = {}
+    for group in groups.values():
+        flat = torch.cat([leaf.reshape(-1) for leaf in group])
+        if device.type == "cuda":
+            flat = flat.pin_memory()
+        flat = flat.to(device, non_blocking=True)
+        for leaf, piece in zip(group, flat.split([leaf.numel() for leaf in group])):
+            moved[id(leaf)] = piece.view(leaf.shape)
+
+    def rebuild(node: Any) -> Any:
+        if isinstance(node, Tensor):
+            return moved[id(node)]
+        if isinstance(node, dict):
+            return {key: rebuild(value) for key, value in node.items()}
+        if isinstance(node, (list, tuple)):
+            return type(node)(rebuild(value) for value in node)
+        return node
+
+    return rebuild(params)
+
+
 # ----------------------------------------------------------------------------- base classes
 
 
@@ -164,7 +221,8 @@ class BatchTransform(nn.Module):
     """
 
     def sample_params(self, x: Tensor, generator: torch.Generator | None = None) -> Params:
-        """Draw the per-sample random parameters for the batch ``x`` (tensors of leading dim B)."""
+        """Draw the per-sample random parameters for the batch ``x`` (tensors of leading dim B, on the
+        generator's device: the CPU unless a generator on another device is given)."""
         return {}
 
     def apply(self, x: Tensor, params: Params) -> Tensor:
@@ -177,7 +235,7 @@ class BatchTransform(nn.Module):
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         _check_images(x)
-        return self.apply(x, self.sample_params(x, generator))
+        return self.apply(x, params_to(self.sample_params(x, generator), x.device))
 
 
 class _RandomApply(BatchTransform):
@@ -334,20 +392,6 @@ def _blend(x: Tensor, other: Tensor, factor: Tensor) -> Tensor:
     return (x * f + other * (1 - f)).clamp_(0, 1)
 
 
-def _adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
-    return (x * factor.to(x.dtype)[:, None, None, None]).clamp_(0, 1)
-
-
-def _adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
-    gray = _grayscale(x) if x.shape[1] == 3 else x
-    # torchvision blends with the mean of the grayscale image, one scalar per image.
-    return _blend(x, gray.mean(dim=(1, 2, 3), keepdim=True), factor)
-
-
-def _adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
-    return _blend(x, _grayscale(x), factor)
-
-
 def _rgb_to_hsv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     r, g, b = x.unbind(dim=1)
     maxc, minc = x.amax(dim=1), x.amin(dim=1)
@@ -365,7 +409,8 @@ def _rgb_to_hsv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 def _hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
     # Branch-free form: channel n is v - v*s*clamp(min(k, 4 - k), 0, 1) with k = (n + 6h) mod 6.
-    n = torch.tensor([5.0, 3.0, 1.0], dtype=h.dtype, device=h.device)[None, :, None, None]
+    # [5, 3, 1] made on the device: a tensor copied from the host would stall the stream.
+    n = torch.arange(5.0, 0.0, -2.0, dtype=h.dtype, device=h.device)[None, :, None, None]
     k = torch.remainder(n + 6.0 * h[:, None], 6.0)
     return v[:, None] - (v * s)[:, None] * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
 
@@ -417,28 +462,30 @@ class ColorJitter(BatchTransform):
 
     def apply(self, x: Tensor, params: Params) -> Tensor:
         _check_images(x)
-        c = _check_rgb_or_gray("ColorJitter", x)
-        fns = {"brightness": _adjust_brightness, "contrast": _adjust_contrast}
-        if c == 3:
-            fns.update(saturation=_adjust_saturation, hue=_adjust_hue)
+        rgb = _check_rgb_or_gray("ColorJitter", x) == 3
         # Op id per (sample, position); -1 for samples the jitter skips.
         key = torch.where(params["apply"][:, None], params["order"], torch.full_like(params["order"], -1))
-        # Group samples by op at each position with one stable sort per column; a single host sync
-        # (counts.tolist) then gives every (position, op) subset as a slice of the sorted indices.
-        sorted_idx = key.argsort(dim=0, stable=True)
-        counts = (key[:, :, None] == torch.arange(-1, 4, device=x.device)).sum(dim=0).tolist()
-        out = x.clone()
-        for pos in range(4):
-            start = 0
-            for op_id, count in zip(range(-1, 4), counts[pos]):
-                end = start + count
-                name = self._OPS[op_id] if op_id >= 0 else None
-                if count and name in fns:
-                    idx = sorted_idx[start:end, pos]
-                    factor = params[name].index_select(0, idx)
-                    out.index_copy_(0, idx, fns[name](out.index_select(0, idx), factor))
-                start = end
-        return out
+        # Every sample takes one step per position, with no subsets: subsets would need a host sync
+        # and data-dependent shapes. Brightness, contrast and saturation are one blend
+        # x * f + other * (1 - f) whose "other" is 0, the mean grey level or the grey image; a
+        # factor of 1 leaves a sample exactly as it is.
+        for position in range(4):
+            op = key[:, position]
+            brightness, contrast = op == 0, op == 1
+            saturation = (op == 2) & rgb
+            factor = torch.where(brightness, params["brightness"],
+                                 torch.where(contrast, params["contrast"],
+                                             torch.where(saturation, params["saturation"],
+                                                         torch.ones_like(params["brightness"]))))
+            gray = _grayscale(x) if rgb else x
+            other = torch.where(contrast[:, None, None, None], gray.mean(dim=(1, 2, 3), keepdim=True),
+                                torch.where(saturation[:, None, None, None], gray, torch.zeros_like(gray)))
+            blended = _blend(x, other, factor)
+            if rgb and self.hue > 0:  # hue=0 is torchvision's "no hue jitter", not a round trip through HSV
+                x = torch.where((op == 3)[:, None, None, None], _adjust_hue(x, params["hue"]), blended)
+            else:
+                x = blended
+        return x
 
     def extra_repr(self) -> str:
         return (f"brightness={self.brightness}, contrast={self.contrast}, saturation={self.saturation}, "
@@ -636,9 +683,9 @@ class Compose(BatchTransform):
         size = (height, width)
         params = []
         for t in self.transforms:
-            # Children read only shape / dtype / device, so a 1-element expanded stand-in of the
+            # Children read only shape and dtype, so a 1-element expanded stand-in of the
             # intermediate shape avoids computing the pipeline twice.
-            proxy = x.new_zeros(()).expand(b, c, *size)
+            proxy = torch.zeros((), dtype=x.dtype).expand(b, c, *size)
             params.append(t.sample_params(proxy, generator))
             size = t.output_size(size)
         return params

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Callable, Sequence
+import warnings
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -29,9 +30,12 @@ from contrastkit.augment.image import (
     RandomSolarize,
     _check_images,
     _check_range,
+    params_to,
     to_float,
 )
-from contrastkit.errors import ConfigError
+from contrastkit._checks import check_ndim
+from contrastkit.augment import fused
+from contrastkit.errors import ConfigError, InputError
 from contrastkit.registry import Registry
 
 __all__ = ["MultiView", "multicrop", "preset", "list_presets", "register_preset"]
@@ -43,21 +47,46 @@ DIGITS_MEAN, DIGITS_STD = (0.3,), (0.38,)
 
 # Arguments every preset takes; builders declare their extra options as keyword-only parameters.
 _COMMON = ("size", "mean", "std")
+BACKENDS = ("auto", "torch", "triton")
+# How far (normalised units) a fused view may stray from the torch ops on its first batch: float
+# rounding of source coordinates reaches about 1e-4 on large images; a real fault is off by 1e-2.
+_FUSED_TOLERANCE = 1e-3
+
+
+def _kernel_runs_on(device: torch.device) -> bool:
+    """The fused kernel augments CUDA batches (on a CPU it needs Triton's interpreter: tests only)."""
+    return device.type == "cuda" and fused.triton is not None
 
 
 class MultiView(nn.Module):
     """One augmentation pipeline per view, plus the evaluation transform.
 
     ``forward`` converts the batch to float once and returns one augmented view per pipeline, each
-    contiguous (channels_last when ``channels_last`` is True).
+    contiguous (channels_last when ``channels_last`` is True). It is ``apply(images,
+    sample_params(images, generator))``: the random parameters of every view are drawn on the CPU
+    (the same for a seed on any device), moved to the batch's device in a few non-blocking copies,
+    and the views computed there without host syncs, so ``apply`` compiles with
+    ``torch.compile(fullgraph=True)``. Move the module to the batch's device (``.to(device)``) as
+    any other: its normalisation constants live in buffers.
+
+    ``backend`` picks how a CUDA batch is augmented: ``"auto"`` runs the head of each pipeline
+    (crop, flip, jitter, grey, solarize, normalise) in the fused Triton kernel of
+    :mod:`contrastkit.augment.fused` where Triton is installed, and the torch ops otherwise;
+    ``"torch"`` always runs the torch ops; ``"triton"`` insists on the kernel. A pipeline's first
+    fused batch is checked against the torch ops, which ``"auto"`` falls back to (with a warning)
+    should the kernel fail or disagree on this device. Under ``torch.compile`` the torch ops are
+    traced, for inductor to fuse them itself.
 
     Example::
 
         mv = MultiView([pipeline, pipeline], Compose([Normalize(mean, std)]))
         v1, v2 = mv(images)
+        params = mv.sample_params(images, torch.Generator().manual_seed(0))
+        v1, v2 = mv.apply(images, params)   # the same views for the same seed, on any device
     """
 
-    def __init__(self, views: Sequence[Compose], eval_transform: Compose, *, channels_last: bool = False) -> None:
+    def __init__(self, views: Sequence[Compose], eval_transform: Compose, *, channels_last: bool = False,
+                 backend: str = "auto") -> None:
         super().__init__()
         views = list(views)
         if not views:
@@ -68,6 +97,19 @@ class MultiView(nn.Module):
         self.views = nn.ModuleList(views)
         self.eval_transform = eval_transform
         self.channels_last = bool(channels_last)
+        self.backend = backend
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in BACKENDS:
+            raise ConfigError(f"augmentation backend must be one of {', '.join(BACKENDS)}, got {value!r}.")
+        self._backend = value
+        # Per pipeline (by id): whether its first fused batch matched the torch ops.
+        self._fused_ok: dict[int, bool] = {}
 
     def _layout(self, x: Tensor) -> Tensor:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -75,9 +117,64 @@ class MultiView(nn.Module):
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
         """uint8 or float (B, C, H, W) -> one augmented float view per pipeline."""
-        x = to_float(images)
-        _check_images(x)
-        return [self._layout(view(x, generator)) for view in self.views]
+        return self.apply(images, self.sample_params(images, generator))
+
+    def sample_params(self, images: Tensor, generator: torch.Generator | None = None) -> list[list[Any]]:
+        """Every view's random parameters for the batch ``images`` (on the generator's device, the
+        CPU by default); only the batch's shape is read."""
+        check_ndim("images", images, 4, "(B, C, H, W)")
+        proxy = torch.zeros((), dtype=torch.float32).expand(images.shape)
+        return [view.sample_params(proxy, generator) for view in self.views]
+
+    def apply(self, images: Tensor, params: Sequence[Sequence[Any]]) -> list[Tensor]:
+        """The views of ``images`` for fixed ``params`` (from :meth:`sample_params`); deterministic."""
+        if len(params) != len(self.views):
+            raise InputError(f"{len(self.views)} views got {len(params)} parameter sets; pass the list returned "
+                             "by sample_params.")
+        params = params_to(params, images.device)
+        floats = None
+        views = []
+        for view, view_params in zip(self.views, params):
+            out = self._fused_view(images, view, view_params)
+            if out is None:
+                if floats is None:
+                    floats = to_float(images)
+                    _check_images(floats)
+                out = view.apply(floats, view_params)
+            views.append(self._layout(out))
+        return views
+
+    def _fused_view(self, images: Tensor, view: Compose, params: list[Any]) -> Tensor | None:
+        """The view from the fused kernel, or None where the torch ops are to run."""
+        if self.backend == "torch" or torch.compiler.is_compiling():
+            return None
+        if not _kernel_runs_on(images.device) or not fused.fusable_prefix(view):
+            if self.backend == "triton":
+                raise ConfigError("augmentation backend 'triton' needs a CUDA batch, Triton (pip install triton) "
+                                  "and a pipeline that starts with crop, flip, jitter, grey, solarize or normalise "
+                                  f"ops; got a batch on {images.device}. Use augment_backend=auto or torch.")
+            return None
+        if self._fused_ok.get(id(view)) is False:
+            return None
+        if id(view) in self._fused_ok:
+            return fused.fused_apply(images, view, params, channels_last=self.channels_last)
+        # The kernel's tests run under Triton's interpreter; its first batch here checks the
+        # compiled kernel on this very device (one host sync, once per pipeline).
+        reference = view.apply(to_float(images), params)
+        try:
+            out = fused.fused_apply(images, view, params, channels_last=self.channels_last)
+            error = (out - reference).abs().max().item()
+            problem = None if error <= _FUSED_TOLERANCE else f"differs from the torch ops by {error:.3g}"
+        except Exception as exception:  # a Triton compile or launch failure on this device
+            out, problem = None, f"failed ({type(exception).__name__}: {exception})"
+        self._fused_ok[id(view)] = problem is None
+        if problem is None:
+            return out
+        message = f"the fused augmentation kernel {problem} on {images.device}"
+        if self.backend == "triton":
+            raise ConfigError(f"{message}; set augment_backend=torch (or auto) to use the torch ops.")
+        warnings.warn(f"{message}; the torch ops augment this pipeline from now on.", RuntimeWarning, stacklevel=3)
+        return reference
 
     def eval_view(self, images: Tensor) -> Tensor:
         """uint8 or float (B, C, H, W) -> normalised float images, no randomness."""
@@ -85,7 +182,7 @@ class MultiView(nn.Module):
         return self._layout(self.eval_transform(x))
 
     def extra_repr(self) -> str:
-        return f"num_views={len(self.views)}, channels_last={self.channels_last}"
+        return f"num_views={len(self.views)}, channels_last={self.channels_last}, backend={self.backend!r}"
 
 
 Builder = Callable[..., MultiView]
@@ -306,4 +403,4 @@ def multicrop(base: MultiView, *, num_global: int = 2, num_local: int = 6, globa
                     for i in range(num_global)]
     local_view = _with_crop(first, local_hw, local_scale, {}) if num_local else None
     return MultiView([*global_views, *[local_view] * num_local], base.eval_transform,
-                     channels_last=base.channels_last)
+                     channels_last=base.channels_last, backend=base.backend)

@@ -1,7 +1,9 @@
 """Shuffled batches of a uint8 dataset held whole on the training device.
 
-Index batches are drawn on the device itself, so the loop never runs per-sample Python nor copies
-from the host; the epoch's order depends only on (seed, epoch), which makes resuming exact.
+Each epoch's order is drawn once on the CPU from (seed, epoch) and moved to the device in one copy,
+so the loop never runs per-sample Python, resuming is exact, and the same seed gives the same
+batches whether the data lives on the device or in host memory, on a laptop or a GPU (their random
+generators differ, so nothing random is drawn on the device).
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from contrastkit.errors import ConfigError
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     """Independent seeds per (run seed, epoch, stream): stream 0 orders the data, 1 augments it."""
     return (seed * 1_000_003 + epoch) * 7 + stream
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """A CPU generator seeded for (run seed, epoch, stream), the only source of training randomness."""
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch, stream))
 
 
 class BatchLoader:
@@ -43,11 +50,10 @@ class BatchLoader:
         count, rest = divmod(self.images.shape[0], self.batch_size)
         return count if self.drop_last or rest == 0 else count + 1
 
-    def _batch_indices(self, epoch: int, device: torch.device) -> list[Tensor]:
-        """The epoch's shuffled index batches, drawn with a generator on ``device``."""
-        generator = torch.Generator(device=device).manual_seed(epoch_seed(self.seed, epoch))
-        order = torch.randperm(self.images.shape[0], generator=generator, device=device)
-        return [order[step * self.batch_size:(step + 1) * self.batch_size] for step in range(len(self))]
+    def batch_indices(self, epoch: int) -> list[Tensor]:
+        """The epoch's shuffled index batches (CPU int64), a function of (seed, epoch) only."""
+        order = torch.randperm(self.images.shape[0], generator=epoch_generator(self.seed, epoch))
+        return list(order[:len(self) * self.batch_size].split(self.batch_size))
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         raise NotImplementedError
@@ -69,5 +75,6 @@ class DeviceLoader(BatchLoader):
         self.labels = labels.to(self.device)
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        for index in self._batch_indices(epoch, self.device):
+        order = torch.cat(self.batch_indices(epoch)).to(self.device)  # one copy per epoch
+        for index in order.split(self.batch_size):
             yield self.images.index_select(0, index), self.labels.index_select(0, index)

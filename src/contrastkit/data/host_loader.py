@@ -44,7 +44,7 @@ class HostLoader(BatchLoader):
         return (images.pin_memory(), labels.pin_memory()) if pin else (images, labels)
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        batches = self._batch_indices(epoch, torch.device("cpu"))
+        batches = self.batch_indices(epoch)
         if self.device.type != "cuda":
             for index in batches:
                 yield self._gather(index, pin=False)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from contrastkit._distributed import world_size
 from contrastkit.errors import ConfigError
 from contrastkit.losses.moco import MoCoLoss
-from contrastkit.methods.base import MomentumMethod, forward_views, head_output_dim, require_two_views
+from contrastkit.methods.base import MomentumMethod, Progress, forward_views, head_output_dim, require_two_views
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import MLPHead, create_head
 from contrastkit.models.memory import MemoryQueue
@@ -23,8 +23,9 @@ from contrastkit.models.momentum import momentum_copy
 class MoCoV2(MomentumMethod):
     """MoCo v2: a projection head, a momentum key encoder and a FIFO queue of negatives.
 
-    The loss is symmetrised over the two views (each view is once the query); the keys of the first
-    view join the queue after every step.
+    The loss is symmetrised over the two views (each view is once the query). The keys of the first
+    view join the queue in :meth:`on_step_end`, after backward has used the queue as it was (a
+    loop of your own calls it after the optimizer step, as for the momentum update).
 
     Example:
         >>> from contrastkit import create_backbone, create_head
@@ -33,7 +34,7 @@ class MoCoV2(MomentumMethod):
         >>> model = MoCoV2(backbone, create_head("mlp2", backbone.feature_dim, out_dim=32), queue_size=64)
         >>> views = [torch.rand(8, 1, 28, 28), torch.rand(8, 1, 28, 28)]
         >>> model.training_step(views)["loss"].backward()
-        >>> model.on_step_end(Progress(step=0, total_steps=10, steps_per_epoch=5))  # momentum update
+        >>> model.on_step_end(Progress(step=0, total_steps=10, steps_per_epoch=5))  # momentum update, enqueue
     """
 
     default_options = {"queue_size": 4096, "ema_momentum": 0.99, "ema_momentum_final": 0.99}
@@ -52,9 +53,18 @@ class MoCoV2(MomentumMethod):
         self.queue = MemoryQueue(queue_size, head_output_dim(projection_head))
         self.criterion = MoCoLoss(temperature=temperature)
         self._set_momentum(ema_momentum, ema_momentum_final)
+        # Keys of the steps since the last on_step_end (one per training_step: several with
+        # gradient accumulation), enqueued there.
+        self._pending_keys: list[Tensor] = []
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.key_backbone, self.backbone), (self.key_head, self.projection_head)]
+
+    def on_step_end(self, progress: Progress) -> None:
+        super().on_step_end(progress)
+        for keys in self._pending_keys:
+            self.queue.enqueue(keys)
+        self._pending_keys.clear()
 
     def training_step(self, views: Sequence[Tensor], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:
@@ -63,12 +73,11 @@ class MoCoV2(MomentumMethod):
         with torch.no_grad():
             k_a, k_b = forward_views(lambda x: self.key_head(self.key_backbone(x)), views)
         queue, _ = self.queue.get()
-        # The first step meets an empty queue: the batch's other keys stand in as negatives. The
-        # clone keeps autograd's saved copy intact when the enqueue below overwrites the buffer.
-        negatives = queue.clone() if queue.shape[0] else None
+        # The first step meets an empty queue: the batch's other keys stand in as negatives.
+        negatives = queue if queue.shape[0] else None
         loss = (self.criterion(q_a, k_b, negatives=negatives, validate=validate)
                 + self.criterion(q_b, k_a, negatives=negatives, validate=validate)) / 2
-        self.queue.enqueue(k_a)
+        self._pending_keys.append(k_a)
         return {"loss": loss}
 
     @classmethod
@@ -84,8 +93,11 @@ class MoCoV2(MomentumMethod):
 
 @register_method("moco_v3")
 class MoCoV3(MomentumMethod):
-    """MoCo v3 for ResNets: BN-MLP projector and predictor, in-batch negatives, symmetric loss
-    scaled by 2t as in the paper.
+    """MoCo v3 for ResNets: BN-MLP projector and predictor, in-batch negatives, symmetric loss.
+
+    The loss is the reference code's: ``2t * (ctr(q_a, k_b) + ctr(q_b, k_a))`` with ``ctr`` the
+    cross-entropy of the logits ``q . k / t`` (the factor t offsets the 1/t the logits put into the
+    gradient).
 
     Example:
         >>> from contrastkit import create_backbone
@@ -121,8 +133,8 @@ class MoCoV3(MomentumMethod):
         q_a, q_b = forward_views(lambda x: self.prediction_head(self.projection_head(self.backbone(x))), views)
         with torch.no_grad():
             k_a, k_b = forward_views(lambda x: self.key_head(self.key_backbone(x)), views)
-        loss = (self.criterion(q_a, k_b, validate=validate) + self.criterion(q_b, k_a, validate=validate))
-        return {"loss": loss * self.temperature}  # 2t times the mean of the two directions
+        loss = self.criterion(q_a, k_b, validate=validate) + self.criterion(q_b, k_a, validate=validate)
+        return {"loss": 2 * self.temperature * loss}
 
     @classmethod
     def from_config(cls, backbone: nn.Module, config: Any) -> "MoCoV3":

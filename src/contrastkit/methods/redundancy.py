@@ -54,7 +54,6 @@ class BarlowTwins(_Expander):
         return {"loss": self.criterion(z_a, z_b, validate=validate)}
 
 
-
 @register_method("vicreg")
 class VICReg(_Expander):
     """VICReg: invariance (MSE) between the views, variance kept above 1 per dimension, covariance
@@ -68,7 +67,11 @@ class VICReg(_Expander):
 
     default_options = {"invariance_weight": 25.0, "variance_weight": 25.0, "covariance_weight": 1.0,
                        "projector_layers": 3}
-    recipes = {"small": dict(hidden_dim=2048, projection_dim=2048, lr_per_256=0.12, weight_decay=5e-4),
+    # LARS at both scales: with plain SGD the covariance term diverges within a few steps (see
+    # contrastkit.losses.redundancy). CIFAR-size: lr 0.3 per 256 and weight decay 1e-4, as in
+    # lightly's and solo-learn's VICReg benchmarks.
+    recipes = {"small": dict(hidden_dim=2048, projection_dim=2048, optimizer="lars", lr_per_256=0.3,
+                             weight_decay=1e-4),
                "large": dict(preset="byol_imagenet", hidden_dim=8192, projection_dim=8192, optimizer="lars",
                              lr_per_256=0.2, weight_decay=1e-6)}
 

@@ -1,8 +1,10 @@
 """The training loop: augment on the device, step, log every N steps, checkpoint every epoch.
 
-The loop reads the loss back to the host only every ``log_every`` steps, so the GPU never waits
-for Python between steps. An epoch's data order and augmentations depend only on (seed, epoch),
-and checkpoints are taken at epoch ends, so ``fit(resume=True)`` reproduces the uninterrupted run.
+The loop reads the loss back to the host only every ``log_every`` steps and nothing else in a step
+waits for the device (augmentation parameters are drawn on the CPU and copied without blocking), so
+the CPU queues the next step while the GPU runs this one. An epoch's data order and augmentations
+depend only on (seed, epoch), on any device, and checkpoints are taken at epoch ends, so
+``fit(resume=True)`` reproduces the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from contrastkit.data.device_loader import BatchLoader, epoch_seed
+from contrastkit.augment import params_to
+from contrastkit.data.device_loader import BatchLoader, epoch_generator
 from contrastkit.errors import ContrastkitError
 from contrastkit.methods.base import Progress
 from contrastkit.train.checkpoint import load_checkpoint, save_atomic
@@ -45,18 +48,22 @@ class Trainer:
     Args:
         method: a :class:`contrastkit.methods.Method` (``training_step(views, labels, validate=...)
             -> {"loss": ...}`` and the step hooks).
-        augment: maps a uint8 batch and a generator to a list of views (a preset's MultiView).
+        augment: a preset's :class:`MultiView` (its parameters are drawn on the CPU, its ``apply``
+            compiled with the step), or any callable mapping a uint8 batch and a generator to views.
         loader: shuffled uint8 batches on the training device.
         optimizer: its param groups' ``lr`` is the peak; the cosine schedule scales it per step.
         out_dir: run folder for metrics.jsonl, tensorboard/ and checkpoints/ (None: keep nothing).
         precision: "fp32", "bf16" or "fp16" (autocast; fp16 adds gradient scaling).
+        compile: ``torch.compile`` the forward-backward step and the augmentation's ``apply``.
+        compile_mode: torch.compile's mode: "default", "reduce-overhead" (CUDA graphs),
+            "max-autotune" or "max-autotune-no-cudagraphs".
         callbacks: called with the state after every epoch's checkpoint.
     """
 
     def __init__(self, method: nn.Module, augment: Callable[..., Sequence[Tensor]], loader: BatchLoader,
                  optimizer: torch.optim.Optimizer, *, epochs: int, warmup_epochs: float = 0.0,
                  out_dir: str | Path | None = None, precision: str = "fp32", channels_last: bool = False,
-                 compile: bool = False, log_every: int = 20, progress: bool = True,
+                 compile: bool = False, compile_mode: str = "default", log_every: int = 20, progress: bool = True,
                  checkpoint_extra: dict[str, Any] | None = None,
                  callbacks: Sequence[Callable[[TrainerState], None]] = ()) -> None:
         self.method = method
@@ -80,7 +87,12 @@ class Trainer:
         self.state = TrainerState()
         if channels_last:
             method.to(memory_format=torch.channels_last)
-        self._step = torch.compile(self._train_step) if compile else self._train_step
+        self._step = torch.compile(self._train_step, mode=compile_mode) if compile else self._train_step
+        # A MultiView splits into CPU sampling and a device-side apply with no host sync, which
+        # compiles as one graph; any other callable is called as it is.
+        self._augment_apply = getattr(augment, "apply", None)
+        if compile and self._augment_apply is not None:
+            self._augment_apply = torch.compile(self._augment_apply, mode=compile_mode, fullgraph=True)
 
     # -- the hot path ---------------------------------------------------------------------
     def _train_step(self, views: Sequence[Tensor], labels: Tensor) -> Tensor:
@@ -90,6 +102,13 @@ class Trainer:
             loss = self.method.training_step(views, labels, validate=False)["loss"]
         self.scaler.scale(loss).backward()
         return loss.detach()
+
+    def _augment(self, images: Tensor, generator: torch.Generator) -> Sequence[Tensor]:
+        if self._augment_apply is None:
+            return self.augment(images, generator=generator)
+        # Moved before the (compiled) apply, so its graph holds no host-to-device copy.
+        params = params_to(self.augment.sample_params(images, generator), images.device)
+        return self._augment_apply(images, params)
 
     def _set_lr(self, step: int) -> float:
         factor = cosine_with_warmup(step, self.total_steps, self.warmup_steps)
@@ -118,8 +137,8 @@ class Trainer:
     def _run_epoch(self, epoch: int, writer: Any) -> None:
         from tqdm.auto import tqdm
 
-        augment_seed = epoch_seed(self.loader.seed, epoch, stream=1)
-        augment_generator = torch.Generator(device=self.device).manual_seed(augment_seed)
+        # On the CPU whatever the device, like the data order: the same seed, the same batches anywhere.
+        augment_generator = epoch_generator(self.loader.seed, epoch, stream=1)
         loss_sum = torch.zeros((), device=self.device)
         interval_steps, interval_start = 0, time.perf_counter()
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}",
@@ -129,7 +148,7 @@ class Trainer:
         for images, labels in self.loader.epoch(epoch):
             lr = self._set_lr(self.state.step)
             progress = Progress(self.state.step, self.total_steps, self.steps_per_epoch)
-            views = self.augment(images, generator=augment_generator)
+            views = self._augment(images, augment_generator)
             if self.channels_last:
                 views = [view.contiguous(memory_format=torch.channels_last) for view in views]
             self.method.on_step_start(progress)
