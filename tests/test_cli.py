@@ -64,3 +64,104 @@ def test_help_config_lists_the_keys_and_the_methods_options(capsys, run_cli):
     assert run_cli("train", "--help-config", "--method", "moco_v2") == 0
     out = capsys.readouterr().out
     assert "temperature" in out and "method_options of moco_v2" in out and "queue_size" in out
+
+
+def test_version(capsys, run_cli):
+    assert run_cli("--version") == 0
+    assert capsys.readouterr().out.startswith("contrastkit ")
+
+
+def test_key_values_may_follow_flags(capsys, run_cli):
+    assert run_cli("train", "lr=0.1", "--dataset", "digits", "seed=3", "--help-config") == 0
+    out = capsys.readouterr().out
+    assert "  lr                   0.1 " in out and "  seed                 3 " in out
+
+
+def test_help_config_shows_the_values_the_method_will_use(capsys, run_cli):
+    assert run_cli("train", "--help-config", "--method", "byol", "--dataset", "cifar10") == 0
+    out = capsys.readouterr().out
+    assert "(recipe)" not in out
+    assert "  hidden_dim           4096 " in out and "  optimizer            'sgd' " in out
+    assert "[sgd | lars | adamw]" in out and "peak learning rate" in out
+    assert "  predictor_hidden_dim 4096" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--epochs", "many"], "argument --epochs: invalid int value: 'many' (see `contrastkit train --help`)"),
+    (["train", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["eval", "x", "lr=0.1"], "unrecognized arguments: lr=0.1"),
+    (["train", "lr=.nan"], "lr must be a finite number, got nan"),
+    (["train", "--device", "cuda:x"], "device must be auto, cpu, cuda or cuda:N"),
+])
+def test_usage_errors_are_one_line(argv, message, capsys, run_cli):
+    assert run_cli(*argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_a_cuda_index_is_understood_and_its_absence_explained(tmp_path, capsys, run_cli):
+    assert run_cli("train", "--dataset", "digits", "--device", "cuda:0", "--out", str(tmp_path / "run")) == 2
+    assert "device=cuda:0 was asked for but PyTorch sees no CUDA GPU" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_is_one_line_with_the_traceback_on_request(monkeypatch, capsys, run_cli):
+    from contrastkit import runs
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something\nwe did not foresee")
+
+    monkeypatch.setattr(runs, "train", broken)
+    assert run_cli("train", "--dataset", "digits") == 1
+    err = capsys.readouterr().err
+    assert err == ("contrastkit: internal error: RuntimeError: something we did not foresee (please report it; "
+                   "set CONTRASTKIT_DEBUG=1 to see the traceback)\n")
+    monkeypatch.setenv("CONTRASTKIT_DEBUG", "1")
+    assert run_cli("train", "--dataset", "digits") == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"lr: 0.1\nmethod: \xff\xfe\n", "is not UTF-8 text"),
+    (None, "is a folder; give the path of a YAML file"),
+])
+def test_unreadable_config_files_are_explained(tmp_path, content, message, capsys, run_cli):
+    path = tmp_path / "config.yaml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    assert run_cli("train", "--config", str(path)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_accepts_the_original_command_unchanged(tiny_run, capsys, run_cli):
+    assert run_cli("train", "--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--out", str(tiny_run),
+                   "--resume", "progress=false", "plot=false", "evaluate=false") == 0
+
+
+def test_embed_into_a_folder_or_without_the_suffix_writes_where_it_says(tiny_run, tmp_path, capsys, run_cli):
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    assert run_cli("embed", str(tiny_run), "--out", str(folder)) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["test.npy", "test_labels.npy"]
+    assert f"to {folder / 'test.npy'} and labels to {folder / 'test_labels.npy'}" in capsys.readouterr().out
+    assert run_cli("embed", str(tiny_run), "--out", str(tmp_path / "features"), "--split", "train") == 0
+    assert np.load(tmp_path / "features.npy").shape == (1437, 128)
+    assert f"to {tmp_path / 'features.npy'} and labels to {tmp_path / 'features_labels.npy'}" in \
+        capsys.readouterr().out
+
+
+def test_a_single_class_dataset_is_not_scored(tmp_path, capsys, run_cli):
+    from PIL import Image
+
+    folder = tmp_path / "unlabeled" / "images"
+    folder.mkdir(parents=True)
+    for index in range(40):
+        Image.new("RGB", (8, 8), (index * 6, 255 - index * 6, index)).save(folder / f"{index}.png")
+    run_dir = tmp_path / "run"
+    assert run_cli("train", "--dataset", str(tmp_path / "unlabeled"), "image_size=8", "--epochs", "1",
+                   "--batch-size", "16", "--out", str(run_dir), "progress=false", "plot=false") == 0
+    assert "has a single class, so kNN and linear-probe accuracy would be 1.0 by construction" in \
+        capsys.readouterr().out
+    assert "knn_top1" not in json.loads((run_dir / "summary.json").read_text())

@@ -77,3 +77,35 @@ def test_the_dataset_recipe_can_tune_one_method():
 def test_unknown_method_option_suggests_the_close_match():
     with pytest.raises(ConfigError, match="unknown method option 'queue_sise' for MoCoV2; did you mean 'queue_size'"):
         resolve(Config(method="moco_v2", method_options={"queue_sise": 10}))
+
+
+def test_numbers_yaml_1_1_reads_as_strings_are_numbers():
+    assert update(Config(), parse_overrides(["lr=1e-3", "weight_decay=5E-4"])).lr == 0.001
+    assert update(Config(), {"temperature": "2e-1"}).temperature == 0.2
+    with pytest.raises(ConfigError, match="lr must be"):
+        update(Config(), {"lr": "fast"})
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"lr": float("nan")}, "lr must be a finite number"),
+    ({"temperature": float("inf")}, "temperature must be a finite number"),
+    ({"momentum": 1.5}, "momentum must lie in \\[0, 1\\)"),
+    ({"weight_decay": -1.0}, "weight_decay must be >= 0"),
+    ({"seed": -1}, "seed must lie in \\[0, 2\\*\\*32\\)"),
+    ({"hidden_dim": 0}, "hidden_dim must be >= 1"),
+    ({"device": "gpu"}, "device must be auto, cpu, cuda or cuda:N"),
+])
+def test_values_that_would_fail_deep_in_torch_are_refused_up_front(values, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(update(Config(), values))
+
+
+def test_a_cuda_index_is_a_valid_device_and_the_recipe_stem_follows_the_backbone():
+    assert resolve(update(Config(), {"device": "cuda:1"})).device == "cuda:1"
+    assert resolve(Config(dataset="cifar10", backbone="small_cnn")).cifar_stem is False
+    assert resolve(Config(dataset="cifar10")).cifar_stem is True
+
+
+def test_dict_keys_must_name_options():
+    with pytest.raises(ConfigError, match="method_options takes option names as keys"):
+        update(Config(), {"method_options": {1: 2}})

@@ -1,33 +1,57 @@
 """Command line: argument parsing only; the work is done by contrastkit.runs.
 
     contrastkit train [--config FILE.yaml] [--method simclr] [--dataset NAME|PATH] [--backbone NAME]
-                      [--epochs N] [--batch-size N] [--device auto|cpu|cuda] [--out DIR] [--resume]
+                      [--epochs N] [--batch-size N] [--device auto|cpu|cuda|cuda:N] [--out DIR] [--resume]
                       [key=value ...]
     contrastkit eval RUN_DIR [--protocol knn|linear]
-    contrastkit embed RUN_DIR --out FILE.npy [--split test|train]
+    contrastkit embed RUN_DIR --out FILE.npy|DIR [--split test|train]
     contrastkit plot RUN_DIR
     contrastkit list
+    contrastkit --version
+
+Every failure is one line on stderr and exit code 2 (1 for an internal error: set
+CONTRASTKIT_DEBUG=1 to see its traceback); Ctrl-C exits with 130 and says what was kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import traceback
+from importlib import metadata
 from pathlib import Path
-from typing import Sequence
+from typing import Any, NoReturn, Sequence
 
 from contrastkit import config as config_module
-from contrastkit.errors import ContrastkitError
+from contrastkit.errors import ConfigError, ContrastkitError
 
 # Flags that map onto config keys (the rest of the config is set with key=value).
 FLAG_KEYS = {"method": "method", "dataset": "dataset", "backbone": "backbone", "epochs": "epochs",
              "batch_size": "batch_size", "device": "device", "out": "out"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line: the message and where to read more."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see `{self.prog} --help`)")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("contrastkit")
+    except metadata.PackageNotFoundError:  # run from a source tree that was not installed
+        from contrastkit import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="contrastkit", description="Contrastive and self-supervised "
-                                     "representation learning: pretrain, evaluate, embed, plot.")
+    parser = _Parser(prog="contrastkit", description="Contrastive and self-supervised "
+                     "representation learning: pretrain, evaluate, embed, plot.")
+    parser.add_argument("--version", action="version", version=f"contrastkit {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="pretrain an encoder, then evaluate and plot it")
@@ -37,10 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--backbone", help="backbone name (default: the dataset's recipe)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
-    train.add_argument("--device", help="auto (default), cpu or cuda")
+    train.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     train.add_argument("--out", help="run folder (default runs/<method>-<dataset>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    train.add_argument("--help-config", action="store_true", help="list every config key with its default")
+    train.add_argument("--help-config", action="store_true",
+                       help="list every config key with the value the given method and dataset will use")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="any config key, e.g. lr=0.1")
 
     evaluate = commands.add_parser("eval", help="evaluate a trained run (kNN and linear probe)")
@@ -50,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     embed = commands.add_parser("embed", help="save a split's embeddings as .npy")
     embed.add_argument("run_dir", type=Path)
-    embed.add_argument("--out", type=Path, required=True, help="output FILE.npy")
+    embed.add_argument("--out", type=Path, required=True, help="output FILE.npy, or a folder for <split>.npy")
     embed.add_argument("--split", choices=["test", "train"], default="test")
 
     plot = commands.add_parser("plot", help="plot the loss curve and a 2-D map of the test embeddings")
@@ -60,32 +85,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train_config(args: argparse.Namespace) -> config_module.Config:
+def _config_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The config keys given on the command line: the --config file, then flags, then key=value."""
     values = config_module.load_yaml(args.config) if args.config else {}
     values.update({key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None})
     values.update(config_module.parse_overrides(args.overrides))
-    if args.resume:
-        fixed = sorted(set(values) - {"out", *config_module.RUNTIME_KEYS})
-        if fixed:
-            raise ContrastkitError(f"--resume continues the run with its saved config.yaml, so it cannot "
-                                   f"change {', '.join(fixed)}; drop those options or start a new run.")
-        if "out" not in values:
-            raise ContrastkitError("--resume needs --out DIR, the folder of the run to continue.")
-    return config_module.update(config_module.Config(), values)
+    return values
 
 
-def _help_config(method: str) -> str:
+def _train_config(args: argparse.Namespace) -> config_module.Config:
+    values = _config_values(args)
+    config = config_module.update(config_module.Config(), values)
+    if not args.resume:
+        return config
+    if "out" not in values:
+        raise ContrastkitError("--resume needs --out DIR, the folder of the run to continue.")
+    saved_path = Path(values["out"]) / "config.yaml"
+    if not saved_path.is_file():
+        return config  # runs.train says there is nothing to resume
+    saved = config_module.update(config_module.Config(), config_module.load_yaml(saved_path))
+    # The original command may be repeated as it was; only a change is refused.
+    keys = {key.partition(".")[0] for key in values} - {"out", *config_module.RUNTIME_KEYS}
+    changed = sorted(key for key in keys if getattr(config, key) != getattr(saved, key))
+    if changed:
+        raise ContrastkitError(f"--resume continues the run with its saved config.yaml, so it cannot "
+                               f"change {', '.join(changed)}; drop those options or start a new run.")
+    # Runtime settings not given again keep their saved values (a run saved with evaluate=false stays so).
+    return config_module.update(saved, {key: values[key] for key in values if key in config_module.RUNTIME_KEYS})
+
+
+def _help_config(args: argparse.Namespace) -> str:
     from contrastkit.methods import METHODS
 
-    lines = ["config keys (key=value on the command line, or key: value in --config FILE.yaml):"]
+    given = config_module.update(config_module.Config(), _config_values(args))
+    config = config_module.resolve(given)
+    lines = [f"config keys for {config.method} on {config.dataset} (key=value on the command line, or "
+             "key: value in --config FILE.yaml); the values shown are the ones this run would use:"]
     for field in dataclasses.fields(config_module.Config):
-        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-        shown = "(recipe)" if default is None else repr(default)
-        lines.append(f"  {field.name:<20} {shown}")
-    options = METHODS.get(method).default_options
-    lines.append(f"method_options of {method}, before its recipes fill them (method_options.NAME=value):")
-    lines.extend(f"  {name:<20} {value!r}" for name, value in options.items())
-    if not options:
+        value = getattr(config, field.name)
+        shown = "(below)" if field.name == "method_options" else "(unset)" if value is None else repr(value)
+        allowed = config_module.CHOICES.get(field.name)
+        description = config_module.DESCRIPTIONS[field.name] + (f" [{' | '.join(allowed)}]" if allowed else "")
+        lines.append(f"  {field.name:<20} {shown:<22} {description}")
+    defaults = METHODS.get(config.method).default_options
+    lines.append(f"method_options of {config.method} (method_options.NAME=value), as this run would use them:")
+    lines.extend(f"  {name:<20} {config.method_options[name]!r}" for name in defaults)
+    if not defaults:
         lines.append("  (none)")
     return "\n".join(lines)
 
@@ -101,32 +146,48 @@ def _list() -> str:
     return "\n".join(f"{name:<10} {', '.join(items)}" for name, items in rows.items())
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value may follow flags (train lr=0.1 --dataset digits seed=3): argparse hands the ones after
+    # a flag back as unknown, so they join the others here.
+    overrides = [item for item in extra if "=" in item and not item.startswith("-")]
+    unknown = [item for item in extra if item not in overrides]
+    if unknown or (overrides and args.command != "train"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
+    return args
+
+
 def run(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     if args.command == "list":
         print(_list())
         return 0
-    from contrastkit import runs
+    from contrastkit import run_folder, runs
 
     if args.command == "train":
         if args.help_config:
-            print(_help_config(args.method or config_module.Config.method))
+            print(_help_config(args))
             return 0
         config = _train_config(args)
         try:
             runs.train(config, resume=args.resume)
-        except KeyboardInterrupt:
-            print("\ninterrupted; the last completed epoch is checkpointed in the run folder. Continue "
-                  "with: contrastkit train --out RUN_DIR --resume", file=sys.stderr)
+        except KeyboardInterrupt as interrupt:
+            print(f"\n{interrupt}" if isinstance(interrupt, runs.RunInterrupted) else "\ninterrupted",
+                  file=sys.stderr)
             return 130
         return 0
     run_ = runs.Run.load(args.run_dir)
-    if args.command == "eval":
-        runs.evaluate(run_, args.run_dir, protocols=args.protocol or runs.PROTOCOLS)
-    elif args.command == "embed":
+    if args.command == "embed":  # reads the run folder only
         runs.embed(run_, args.out, split=args.split)
-    elif args.command == "plot":
-        runs.plot(run_, args.run_dir)
+        return 0
+    with run_folder.locked(args.run_dir, action=args.command):  # writes summary.json or plots/
+        if args.command == "eval":
+            runs.evaluate(run_, args.run_dir, protocols=args.protocol or runs.PROTOCOLS)
+        else:
+            runs.plot(run_, args.run_dir)
     return 0
 
 
@@ -134,5 +195,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         sys.exit(run(argv))
     except ContrastkitError as error:
-        print(f"contrastkit: error: {error}", file=sys.stderr)
+        print(f"contrastkit: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, always
         sys.exit(2)
+    except Exception as error:  # a bug of ours: still one line, the traceback on request
+        if os.environ.get("CONTRASTKIT_DEBUG"):
+            traceback.print_exc()
+        print(f"contrastkit: internal error: {type(error).__name__}: {' '.join(str(error).split())} (please "
+              "report it; set CONTRASTKIT_DEBUG=1 to see the traceback)", file=sys.stderr)
+        sys.exit(1)

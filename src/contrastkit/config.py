@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -88,7 +90,6 @@ FALLBACKS: dict[str, Any] = dict(optimizer="sgd", head="mlp2", projection_dim=12
 SMALL_IMAGE_SIDE = 64
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("sgd", "lars", "adamw"),
-    "device": ("auto", "cpu", "cuda"),
     "data_placement": ("auto", "device", "host"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
@@ -97,6 +98,52 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "embedding_method": ("auto", "tsne", "umap", "pca"),
     "head": ("identity", "linear", "mlp2", "mlp3"),
 }
+# What each key means, for `contrastkit train --help-config`.
+DESCRIPTIONS: dict[str, str] = {
+    "method": "self-supervised method (contrastkit list)",
+    "dataset": "dataset name (contrastkit list) or an ImageFolder path",
+    "data_root": "where the dataset lives or is downloaded to (a folder or packed-JPEG .npz); unset: "
+                 "$CONTRASTKIT_DATA or ~/.cache/contrastkit",
+    "image_size": "side the images are resized to when loaded; unset: as stored",
+    "backbone": "encoder (contrastkit list), or timm:<name>",
+    "cifar_stem": "ResNets: 3x3 stride-1 stem without max-pool, for 32x32 images",
+    "preset": "augmentation preset (contrastkit list); unset: the dataset's",
+    "preset_options": "the preset's options, e.g. {jitter_strength: 0.5}",
+    "method_options": "the method's own options (listed below); method_options.NAME=value sets one",
+    "head": "projection head of the methods that take one",
+    "hidden_dim": "width of the projection head's hidden layers",
+    "projection_dim": "output width of the projection head",
+    "temperature": "softmax temperature of contrastive losses; unset: the method has none",
+    "similarity": "similarity of the contrastive losses",
+    "epochs": "passes over the training set",
+    "batch_size": "images per step (each augmented into the method's views)",
+    "optimizer": "optimizer",
+    "lr": "peak learning rate (recipes: lr_per_256 * batch_size / 256)",
+    "momentum": "SGD / LARS momentum, in [0, 1)",
+    "weight_decay": "weight decay, >= 0",
+    "warmup_epochs": "linear warm-up before the cosine decay, in epochs",
+    "seed": "seed of the initial weights, the data order and the augmentations, in [0, 2**32)",
+    "device": "auto, cpu, cuda or cuda:N",
+    "data_placement": "device: the whole uint8 dataset on the device; host: streamed from pinned memory",
+    "precision": "auto: bf16 autocast on CUDA, fp32 elsewhere",
+    "channels_last": "channels_last memory format for the model and the views",
+    "compile": "torch.compile the training step and the augmentation",
+    "compile_mode": "torch.compile's mode (reduce-overhead adds CUDA graphs)",
+    "augment_backend": "on CUDA: auto (fused Triton kernel where it applies), torch or triton",
+    "log_every": "steps between logged losses (the only host sync of the loop)",
+    "progress": "show a progress bar",
+    "out": "run folder (default runs/<method>-<dataset>-<time>)",
+    "evaluate": "kNN and linear probe after training",
+    "knn_k": "neighbours of the kNN evaluation",
+    "knn_temperature": "temperature of the weighted kNN vote, > 0",
+    "linear_weight_decay": "L2 penalty of the linear probe, >= 0",
+    "raw_baseline": "also evaluate raw pixels, for comparison",
+    "plot": "plot the loss curve and a 2-D map of the embeddings",
+    "embedding_method": "2-D map of the embeddings",
+    "plot_points": "test points in the embedding plot",
+}
+# A device: auto, cpu, cuda or cuda:N.
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 # Settings a resumed run may change: where and how visibly it runs, not what it computes.
 RUNTIME_KEYS = ("device", "progress", "log_every", "evaluate", "plot", "raw_baseline", "embedding_method",
                 "plot_points")
@@ -122,11 +169,21 @@ def _coerce(key: str, value: Any) -> Any:
         base = typing.get_origin(option) or option
         if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if base is float and isinstance(value, str):
+            # YAML 1.1 reads 1e-3 (no dot) as a string; it is the number the user wrote.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if base is bool and isinstance(value, bool):
             return value
         if base is int and isinstance(value, int) and not isinstance(value, bool):
             return value
-        if base in (str, dict) and isinstance(value, base):
+        if base is str and isinstance(value, str):
+            return value
+        if base is dict and isinstance(value, dict):
+            if not all(isinstance(name, str) for name in value):
+                raise ConfigError(f"{key} takes option names as keys, got {value!r}.")
             return value
     raise ConfigError(f"{key} must be {annotation}, got {value!r} ({type(value).__name__}).")
 
@@ -160,18 +217,23 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         try:
             values[key.strip()] = yaml.safe_load(text) if text else None
         except yaml.YAMLError as error:
-            raise ConfigError(f"cannot read the value of override {pair!r}: {error}") from error
+            raise ConfigError(f"cannot read the value of override {pair!r}: {' '.join(str(error).split())}") from None
     return values
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give the path of a YAML file.")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist.")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                          "save it as UTF-8 YAML.") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a mapping of key: value, got {type(values).__name__}.")
     return values
@@ -200,6 +262,9 @@ def resolve(config: Config) -> Config:
     options = {**recipe.pop("method_options", {}), **config.method_options}
     filled = {key: value for key, value in recipe.items() if getattr(config, key) is None}
     config = dataclasses.replace(config, **filled, method_options=method.options(options))
+    if "cifar_stem" in filled and not config.backbone.startswith("resnet"):
+        # The dataset's recipe speaks of its ResNet; another backbone the user chose has no such stem.
+        config = dataclasses.replace(config, cifar_stem=False)
     if config.lr is None:
         # The linear scaling rule of SimCLR's and lightly's recipes.
         config = dataclasses.replace(config, lr=lr_per_256 * config.batch_size / 256)
@@ -211,7 +276,14 @@ def validate(config: Config) -> None:
     for key, allowed in CHOICES.items():
         if getattr(config, key) not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {getattr(config, key)!r}.")
-    positive = ("epochs", "batch_size", "projection_dim", "log_every", "knn_k", "plot_points")
+    if not DEVICE_PATTERN.fullmatch(config.device):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {config.device!r}.")
+    for key in FIELDS:
+        value = getattr(config, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value}.")
+    positive = ("epochs", "batch_size", "image_size", "hidden_dim", "projection_dim", "log_every", "knn_k",
+                "plot_points")
     for key in positive:
         value = getattr(config, key)
         if value is not None and value < 1:
@@ -220,5 +292,13 @@ def validate(config: Config) -> None:
         value = getattr(config, key)
         if value is not None and value <= 0:
             raise ConfigError(f"{key} must be > 0, got {value}.")
+    for key in ("weight_decay", "linear_weight_decay"):
+        value = getattr(config, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}.")
+    if not 0 <= config.momentum < 1:
+        raise ConfigError(f"momentum must lie in [0, 1), got {config.momentum}; recipes use 0.9.")
+    if not 0 <= config.seed < 2**32:
+        raise ConfigError(f"seed must lie in [0, 2**32), got {config.seed}.")
     if config.warmup_epochs < 0 or (config.epochs is not None and config.warmup_epochs > config.epochs):
         raise ConfigError(f"warmup_epochs must lie in [0, epochs], got {config.warmup_epochs}.")

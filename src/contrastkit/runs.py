@@ -1,7 +1,8 @@
 """The application layer: a run folder from config to summary, used by the CLI.
 
 A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``tensorboard/``,
-``checkpoints/last.pt``, ``plots/*.png`` and ``summary.json`` (the final evaluation).
+``checkpoints/last.pt``, ``plots/*.png`` and ``summary.json`` (the final evaluation); what it
+guarantees (one writer, no foreign files overwritten, atomic files) is :mod:`contrastkit.run_folder`'s.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from contrastkit import config as config_module
+from contrastkit import run_folder
 from contrastkit.augment import MultiView, preset
 from contrastkit.config import Config
 from contrastkit.data import DatasetSplits, create_loader, load_dataset
@@ -24,16 +26,26 @@ from contrastkit.evaluate import (classification_metrics, extract_features, knn_
                                   plot_embedding, plot_training_curves)
 from contrastkit.methods import METHODS, Method
 from contrastkit.models import create_backbone
-from contrastkit.train import Trainer, TrainerState, create_optimizer, load_checkpoint, write_atomic
+from contrastkit.train import Trainer, TrainerState, create_optimizer, load_checkpoint, read_metrics, write_atomic
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says what the run folder holds and how to go on."""
 
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ContrastkitError("device=cuda was asked for but PyTorch sees no CUDA GPU; "
-                               "use --device cpu or --device auto.")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ContrastkitError(f"device={name} was asked for but PyTorch sees no CUDA GPU; "
+                                   "use --device cpu or --device auto.")
+        if device.index is not None and device.index >= count:
+            raise ContrastkitError(f"device={name} was asked for but PyTorch sees {count} CUDA GPU(s), "
+                                   f"cuda:0 to cuda:{count - 1}.")
+    return device
 
 
 def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
@@ -97,16 +109,30 @@ def train(config: Config, *, resume: bool = False,
           callbacks: Sequence[Callable[[TrainerState], None]] = ()) -> Path:
     """Pretrain, then (if ``config.evaluate``) evaluate and plot; returns the run folder."""
     out_dir = Path(config.out) if config.out else default_run_dir(config)
+    if resume and not (out_dir / "config.yaml").is_file():
+        raise ContrastkitError(f"nothing to resume in {out_dir}: it holds no config.yaml. "
+                               "Start the run without --resume.")
+    with run_folder.locked(out_dir):
+        return _train_locked(config, out_dir, resume, callbacks)
+
+
+def _train_locked(config: Config, out_dir: Path, resume: bool,
+                  callbacks: Sequence[Callable[[TrainerState], None]]) -> Path:
+    has_checkpoint = (out_dir / run_folder.CHECKPOINT).is_file()
     if resume:
-        if not (out_dir / "config.yaml").is_file():
-            raise ContrastkitError(f"nothing to resume in {out_dir}: it holds no config.yaml. "
-                                   "Start the run without --resume.")
         # The saved config defines the run; only settings that cannot change its result carry over.
         saved = config_module.update(Config(), config_module.load_yaml(out_dir / "config.yaml"))
         config = config_module.update(saved, {key: getattr(config, key) for key in config_module.RUNTIME_KEYS})
-    elif (out_dir / "checkpoints" / "last.pt").exists():
+        if not has_checkpoint:
+            print(f"note: {out_dir} holds no checkpoint yet (the run stopped in its first epoch); "
+                  "starting it over from epoch 1", flush=True)
+            run_folder.start_over(out_dir)
+            resume = False
+    elif has_checkpoint:
         raise ContrastkitError(f"{out_dir} already holds a run; continue it with --resume or choose "
                                "another --out folder.")
+    else:
+        run_folder.start_over(out_dir)  # a run stopped before its first checkpoint: begin with clean logs
     config = config_module.resolve(config)
     config = config_module.update(config, {"out": str(out_dir)})
     run = Run(config)
@@ -127,7 +153,10 @@ def train(config: Config, *, resume: bool = False,
     print(f"training {config.method} on {config.dataset} ({len(run.splits.train)} images) with "
           f"{config.backbone} on {run.device}, {config.epochs} epochs of {len(loader)} steps -> {out_dir}",
           flush=True)
-    state = trainer.fit(resume=resume)
+    try:
+        state = trainer.fit(resume=resume)
+    except KeyboardInterrupt:
+        raise RunInterrupted(_interrupted_message(out_dir, trainer.checkpointed_epoch, config.epochs)) from None
     summary = {"train_seconds": round(state.train_seconds, 2), "epochs": state.epoch, "steps": state.step,
                "device": str(run.device), "dataset": config.dataset, "method": config.method}
     _write_json_atomic(summary, out_dir / "summary.json")
@@ -136,6 +165,14 @@ def train(config: Config, *, resume: bool = False,
     if config.plot:
         plot(run, out_dir)
     return out_dir
+
+
+def _interrupted_message(out_dir: Path, checkpointed_epoch: int | None, epochs: int) -> str:
+    if checkpointed_epoch:
+        return (f"interrupted; epoch {checkpointed_epoch} of {epochs} is checkpointed in {out_dir}. Continue with: "
+                f"contrastkit train --out {out_dir} --resume")
+    return (f"interrupted in the first epoch, before any checkpoint was written to {out_dir}; run the same "
+            "command again to start over.")
 
 
 PROTOCOLS = ("knn", "linear")
@@ -150,13 +187,19 @@ def evaluate(run: Run, out_dir: Path, protocols: Sequence[str] = PROTOCOLS) -> d
         if protocol not in PROTOCOLS:
             raise ContrastkitError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}.")
     config, start = run.config, time.perf_counter()
+    num_classes = len(run.splits.classes)
+    if num_classes < 2:
+        # Every prediction would be right: a top-1 of 1.0 that says nothing about the encoder.
+        print(f"note: {config.dataset} has a single class, so kNN and linear-probe accuracy would be 1.0 by "
+              "construction; evaluation skipped (give labelled data, one folder per class, to evaluate).",
+              flush=True)
+        return json.loads((out_dir / "summary.json").read_text()) if (out_dir / "summary.json").exists() else {}
     train_features, train_labels = run.features("train")
     test_features, test_labels = run.features("test")
     inputs = {"": (train_features, test_features)}
     if config.raw_baseline:
         flat = [getattr(run.splits, split).images.flatten(1).float() / 255 for split in ("train", "test")]
         inputs["raw_"] = tuple(flat)
-    num_classes = len(run.splits.classes)
     results: dict[str, Any] = {}
     for prefix, (train_x, test_x) in inputs.items():
         for protocol in protocols:
@@ -195,8 +238,7 @@ def plot(run: Run, out_dir: Path) -> list[Path]:
     written = []
     metrics = out_dir / "metrics.jsonl"
     if metrics.exists():
-        records = [json.loads(line) for line in metrics.read_text().splitlines() if line]
-        written.append(plot_training_curves(records, plots / "training.png"))
+        written.append(plot_training_curves(read_metrics(metrics), plots / "training.png"))
     features, labels = run.features("test")
     written.append(plot_embedding(features, labels, plots / "embedding.png", method=run.config.embedding_method,
                                   max_points=run.config.plot_points, class_names=run.splits.classes,
@@ -207,13 +249,22 @@ def plot(run: Run, out_dir: Path) -> list[Path]:
 
 
 def embed(run: Run, out: str | Path, split: str = "test") -> Path:
-    """Save the backbone features of a split as float32 (N, D) .npy, and its labels beside them."""
+    """Save the backbone features of a split as float32 (N, D) .npy, and its labels beside them.
+
+    ``out`` is the features file (``.npy`` is added when missing), or a folder, which then receives
+    ``<split>.npy`` and ``<split>_labels.npy``.
+    """
     if split not in ("train", "test"):
         raise ContrastkitError(f"split must be train or test, got {split!r}.")
     out = Path(out)
+    if out.is_dir():
+        out = out / f"{split}.npy"
+    elif out.suffix != ".npy":
+        out = out.with_name(out.name + ".npy")  # what np.save would write; named so the message is true
     out.parent.mkdir(parents=True, exist_ok=True)
     features, labels = run.features(split)
+    labels_path = out.with_name(out.stem + "_labels.npy")
     np.save(out, features.numpy())
-    np.save(out.with_name(out.stem + "_labels.npy"), labels.numpy())
-    print(f"wrote {tuple(features.shape)} features to {out} and labels to {out.stem}_labels.npy")
+    np.save(labels_path, labels.numpy())
+    print(f"wrote {tuple(features.shape)} features to {out} and labels to {labels_path}")
     return out

@@ -133,7 +133,7 @@ def test_bad_options_are_refused():
         DINOLoss(out_dim=4, student_temperature=0.0)
     with pytest.raises(ConfigError, match="center_momentum must be in"):
         DINOLoss(out_dim=4, center_momentum=1.0)
-    with pytest.raises(ConfigError, match="out_dim must be >= 1"):
+    with pytest.raises(ConfigError, match="out_dim must be >= 2"):
         DINOLoss(out_dim=0)
     student, teacher, _ = logits(9, dtype=torch.float32)
     with pytest.raises(ConfigError, match="teacher_temperature must be > 0"):

@@ -177,7 +177,7 @@ def test_bad_inputs_are_refused():
     with pytest.raises(InputError, match="give both or neither"):
         batch_hard_triplets(embeddings, labels, bank=torch.randn(3, 4))
     with pytest.raises(InputError, match="bank has dim 2"):
-        batch_hard_triplets(embeddings, labels, bank=torch.randn(3, 2), bank_labels=torch.zeros(3))
+        batch_hard_triplets(embeddings, labels, bank=torch.randn(3, 2), bank_labels=torch.zeros(3, dtype=torch.long))
     with pytest.raises(InputError, match="must have shape"):
         batch_hard_triplets(embeddings[None], labels)
     with pytest.raises(ConfigError, match="distance must be one of"):

@@ -133,7 +133,7 @@ def test_contrastive_bad_inputs_are_refused():
 # -- N-pair -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("l2_reg", [0.0, 0.01])
-@pytest.mark.parametrize("batch", [1, 2, 7])
+@pytest.mark.parametrize("batch", [2, 7])
 def test_n_pair_matches_float64_reference(l2_reg, batch):
     anchors, positives = random_pairs(4 + batch, batch=batch, scale=0.7)
     loss = NPairLoss(l2_reg)(anchors, positives)

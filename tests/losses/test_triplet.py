@@ -150,12 +150,21 @@ def test_memory_bank_adds_negatives_without_gradient():
 
 
 @pytest.mark.parametrize("miner", ["batch_all", "batch_hard", "semi_hard"])
-def test_batch_without_positives_gives_zero_not_nan(miner):
-    embeddings = torch.randn(6, 4, requires_grad=True)
-    loss = TripletLoss(0.2, miner=miner)(embeddings, torch.arange(6))
+@pytest.mark.parametrize("labels", [torch.arange(6), torch.zeros(6, dtype=torch.long)],
+                         ids=["no-positive", "no-negative"])
+def test_batch_without_a_valid_triplet_is_refused(miner, labels):
+    # Before: a silent 0 (all labels distinct: no positive; one class: no negative).
+    with pytest.raises(InputError, match="got a batch of 6 with no valid triplet"):
+        TripletLoss(0.2, miner=miner)(torch.randn(6, 4), labels)
+
+
+def test_semi_hard_mining_that_keeps_no_triplet_gives_zero_not_nan():
+    # Valid triplets exist but all are satisfied by more than the margin: semi-hard keeps none.
+    embeddings = torch.tensor([[0.0, 0.0], [0.0, 0.1], [5.0, 0.0], [5.0, 0.1]], requires_grad=True)
+    loss = TripletLoss(0.2, miner="semi_hard")(embeddings, torch.tensor([0, 0, 1, 1]))
     loss.backward()
     assert loss.item() == 0.0
-    assert torch.equal(embeddings.grad, torch.zeros(6, 4))
+    assert torch.equal(embeddings.grad, torch.zeros(4, 2))
 
 
 def test_module_without_miner_matches_function():

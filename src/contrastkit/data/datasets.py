@@ -14,7 +14,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -23,7 +23,15 @@ from torch import Tensor
 from contrastkit.errors import DatasetError
 from contrastkit.registry import Registry
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+# Pillow modes holding greyscale samples wider than 8 bits, which Image.convert clips to 255 instead of
+# scaling. Colour images with 16-bit samples never reach these modes: Pillow decodes 16-bit RGB(A)
+# PNGs and TIFFs to 8-bit RGB(A) by keeping each sample's high byte.
+_WIDE_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 
 
 @dataclass
@@ -242,12 +250,44 @@ def load_jpeg_archive(path: str | os.PathLike) -> DatasetSplits:
                          "simclr_cifar" if size <= 64 else "simclr_imagenet", train_skipped + test_skipped)
 
 
+def _to_8bit(image: Image.Image, path: str) -> Image.Image:
+    """Scale a greyscale image with samples wider than 8 bits (a mode in _WIDE_MODES) to mode "L".
+
+    16-bit and 32-bit integer samples in [0, 65535] keep their high byte (v >> 8: 65535 -> 255, and
+    8-bit data stored as v * 257 comes back unchanged), the rule Pillow applies to 16-bit colour
+    files, so that every 16-bit image of a folder is scaled alike. Float samples in [0, 1] become
+    round(x * 255). Any other range (negative, beyond 16 bits, float above 1, NaN) raises DatasetError:
+    its scale cannot be known from one file, and guessing per image would scale a folder inconsistently.
+    """
+    from PIL import Image
+
+    array = np.asarray(image)
+    low, high = array.min().item(), array.max().item()
+    if image.mode == "F":
+        if 0 <= low and high <= 1:
+            return Image.fromarray(np.rint(array * 255).astype(np.uint8))
+    elif 0 <= low and high <= 65535:
+        return Image.fromarray((array >> 8).astype(np.uint8))
+    raise DatasetError(f"{path} is a mode {image.mode} image with values in [{low:g}, {high:g}]; images "
+                       "wider than 8 bits are scaled to 8 bits only when they hold 16-bit integers "
+                       "(0 to 65535) or floats in [0, 1], and the scale of this one would be a guess. "
+                       "Convert the data set's images to 8-bit (mode L or RGB) files first, with one "
+                       "scale chosen for all of them.")
+
+
 def _decode(path: str, image_size: int | None) -> np.ndarray | Exception:
-    """Decode one image to (H, W, 3) uint8, centre-cropped and resized when image_size is set."""
+    """Decode one image to (H, W, 3) uint8, centre-cropped and resized when image_size is set.
+
+    Images with samples wider than 8 bits are scaled to 8 bits first as :func:`_to_8bit` documents,
+    or refused with DatasetError, which is raised rather than returned: such a file is readable, and
+    skipping it as unreadable would hide the problem.
+    """
     from PIL import Image
 
     try:
         with Image.open(path) as image:
+            if image.mode in _WIDE_MODES:
+                image = _to_8bit(image, path)
             image = image.convert("RGB")
             if image_size is not None and image.size != (image_size, image_size):
                 side = min(image.size)
@@ -255,6 +295,8 @@ def _decode(path: str, image_size: int | None) -> np.ndarray | Exception:
                 image = image.crop((left, top, left + side, top + side)).resize(
                     (image_size, image_size), Image.Resampling.BICUBIC)
             return np.asarray(image, dtype=np.uint8)
+    except DatasetError:
+        raise
     except Exception as error:  # PIL raises several types (OSError, SyntaxError, ValueError...) for bad files
         return error
 
@@ -289,7 +331,9 @@ def load_image_folder(path: str | os.PathLike, *, image_size: int | None = None,
     """An ImageFolder tree: ``path/<class>/*`` split into train and test with a fixed seed, or
     ``path/train/<class>/*`` with ``path/test`` (or ``path/val``) as the test split.
 
-    Unreadable images are skipped with one warning and counted in ``DatasetSplits.skipped``.
+    Unreadable images are skipped with one warning and counted in ``DatasetSplits.skipped``. Images with
+    16-bit samples are scaled to 8 bits by their high byte and float images in [0, 1] by x * 255,
+    rounded; other ranges are refused with DatasetError (see :func:`_to_8bit`).
     """
     root = Path(path)
     if not root.is_dir():

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from contrastkit._checks import check_positive
 from contrastkit.errors import ConfigError
 from contrastkit.losses import tiled as tiled_losses
 from contrastkit.losses._contrastive import _check_clip_inputs
@@ -30,7 +31,8 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
     """Symmetric image-text cross-entropy (see the module docstring).
 
     Args:
-        image_features: embeddings (N, D) of the first modality.
+        image_features: floating-point embeddings (N, D) of the first modality; N >= 2, since
+            the negatives of a pair are the other pairs of the batch.
         text_features: embeddings (N, D) of the second modality; row i matches image row i.
         logit_scale: 0-dim tensor holding the LOG of the logit scale (log 1/temperature); its
             gradient is returned when it requires one.
@@ -47,9 +49,7 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
         >>> clip_loss(images, texts, torch.tensor(math.log(1 / 0.07))).shape
         torch.Size([])
     """
-    # tiled.py builds on this module's checks, so it is imported here rather than at the top.
-
-    _check_clip_inputs(image_features, text_features, logit_scale, validate)
+    _check_clip_inputs(image_features, text_features, logit_scale, validate, "clip_loss")
     dtype = loss_dtype(image_features)
     images = F.normalize(image_features.to(dtype), dim=1)
     texts = F.normalize(text_features.to(dtype), dim=1)
@@ -83,8 +83,8 @@ class CLIPLoss(nn.Module):
     def __init__(self, init_temperature: float = 0.07, learnable: bool = True, max_scale: float = 100.0,
                  tiled: bool | None = None) -> None:
         super().__init__()
-        if init_temperature <= 0:
-            raise ConfigError(f"init_temperature must be > 0, got {init_temperature}; CLIP uses 0.07.")
+        check_positive("init_temperature", init_temperature, "CLIP uses 0.07.")
+        check_positive("max_scale", max_scale, "CLIP uses 100.")
         if max_scale < 1 / init_temperature:
             raise ConfigError(f"max_scale must be >= 1/init_temperature = {1 / init_temperature:.4g}, got "
                               f"{max_scale}; raise max_scale (CLIP uses 100) or init_temperature.")

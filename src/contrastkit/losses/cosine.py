@@ -22,7 +22,7 @@ def negative_cosine_similarity(prediction: Tensor, target: Tensor, *, validate: 
     """Minus the mean cosine similarity of ``prediction`` to the detached ``target``.
 
     Args:
-        prediction: predictor outputs (N, D); the gradient flows here.
+        prediction: floating-point predictor outputs (N, D); the gradient flows here.
         target: targets (N, D), e.g. the other view's projection or a momentum encoder's output;
             detached inside, so it never receives a gradient.
         validate: check that the inputs are finite (one host sync).

@@ -20,18 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastkit._checks import check_finite
-from contrastkit.errors import ConfigError, InputError
+from contrastkit._checks import check_batch_size, check_positive
+from contrastkit.losses._contrastive import _check_finite_views, _check_views
 from contrastkit.losses._precision import full_precision, loss_dtype
-from contrastkit.losses._contrastive import _check_views
 
 
 def _check_options(temperature: float, weight_sigma: float | None) -> None:
-    if temperature <= 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}; typical values are 0.1 to 0.5.")
-    if weight_sigma is not None and weight_sigma <= 0:
-        raise ConfigError(f"weight_sigma must be > 0 (DCLW, the paper uses 0.5) or None for plain DCL, "
-                          f"got {weight_sigma}.")
+    check_positive("temperature", temperature, "typical values are 0.1 to 0.5.")
+    if weight_sigma is not None:
+        check_positive("weight_sigma", weight_sigma, "DCLW uses 0.5 (the paper); None gives plain DCL.")
 
 
 def dcl_loss(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, weight_sigma: float | None = None,
@@ -39,7 +36,7 @@ def dcl_loss(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, weight_sigma
     """Decoupled contrastive loss of two views (see the module docstring).
 
     Args:
-        z_a, z_b: embeddings (N, D) of the same N samples under two views, N >= 2.
+        z_a, z_b: floating-point embeddings (N, D) of the same N samples under two views, N >= 2.
         temperature: softmax temperature t > 0.
         weight_sigma: sigma of DCLW's von Mises-Fisher positive weight (the paper uses 0.5);
             None gives plain DCL.
@@ -54,14 +51,12 @@ def dcl_loss(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, weight_sigma
         torch.Size([])
     """
     _check_options(temperature, weight_sigma)
-    _check_views((z_a, z_b), None, "dcl_loss")
+    _check_views((z_a, z_b), None)
     batch = z_a.shape[0]
-    if batch < 2:
-        raise InputError(f"DCL needs a batch of at least 2 samples, got {batch}: with one sample "
-                         "there are no negatives.")
+    check_batch_size("dcl_loss", batch, 2, "with one sample there are no negatives (the decoupled denominator "
+                     "is empty); use a larger batch.")
     if validate:
-        check_finite("z_a", z_a)
-        check_finite("z_b", z_b)
+        _check_finite_views((z_a, z_b))
     dtype = loss_dtype(z_a)
     z = F.normalize(torch.cat([z_a, z_b]).to(dtype), dim=1)
     with full_precision(z):

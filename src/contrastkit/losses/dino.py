@@ -21,15 +21,15 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from contrastkit._checks import check_finite, check_ndim
+from contrastkit._checks import (check_batch_size, check_count, check_embeddings, check_finite, check_floating,
+                                 check_positive)
 from contrastkit._distributed import all_reduce_sum, world_size
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.losses._precision import loss_dtype
 
 
 def _check_temperature(name: str, value: float, paper: str) -> None:
-    if value <= 0:
-        raise ConfigError(f"{name} must be > 0, got {value}; DINO uses {paper}.")
+    check_positive(name, value, f"DINO uses {paper}.")
 
 
 def _check_logits(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor]) -> None:
@@ -40,11 +40,17 @@ def _check_logits(student_logits: Sequence[Tensor], teacher_logits: Sequence[Ten
     named = [(f"student_logits[{i}]", t) for i, t in enumerate(student_logits)]
     named += [(f"teacher_logits[{i}]", t) for i, t in enumerate(teacher_logits)]
     for name, logits in named:
-        check_ndim(name, logits, 2, "(batch, out_dim)")
+        check_embeddings(name, logits, "(batch, out_dim)")
         if logits.shape != student_logits[0].shape:
             raise InputError(f"all student and teacher logits must have the same shape (batch, out_dim); "
                              f"student_logits[0] is {tuple(student_logits[0].shape)} but {name} is "
                              f"{tuple(logits.shape)}.")
+    # Each sample's cross-entropy stands alone, so one sample is enough; none gives a NaN mean.
+    check_batch_size("dino_loss", student_logits[0].shape[0])
+    if student_logits[0].shape[1] < 2:
+        raise InputError(f"dino_loss needs at least 2 output dimensions, got logits of shape "
+                         f"{tuple(student_logits[0].shape)}: a softmax over one dimension is always 1, so the "
+                         "loss is 0; give the DINO head more outputs (DINO uses 65536).")
 
 
 def dino_loss(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor], center: Tensor, *,
@@ -53,7 +59,8 @@ def dino_loss(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor]
     """DINO cross-entropy between centred, sharpened teacher targets and student predictions.
 
     Args:
-        student_logits: student head outputs (B, K) for every crop, global crops first.
+        student_logits: floating-point student head outputs (B, K), K >= 2, for every crop, global
+            crops first.
         teacher_logits: teacher head outputs (B, K) for the global crops; never differentiated.
         center: the running centre (1, K) or (K,) subtracted from the teacher logits.
         student_temperature: tau_s > 0 (paper: 0.1).
@@ -76,6 +83,7 @@ def dino_loss(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor]
     if not isinstance(center, Tensor) or center.shape not in ((out_dim,), (1, out_dim)):
         shape = tuple(center.shape) if isinstance(center, Tensor) else type(center).__name__
         raise InputError(f"center must have shape (1, {out_dim}) to match the logits, got {shape}.")
+    check_floating("center", center)
     if validate:
         for index, logits in enumerate(student_logits):
             check_finite(f"student_logits[{index}]", logits)
@@ -99,7 +107,7 @@ class DINOLoss(nn.Module):
     caller: pass the current value as ``teacher_temperature`` to :meth:`forward`.
 
     Args:
-        out_dim: K, the number of output dimensions of the DINO head.
+        out_dim: K >= 2, the number of output dimensions of the DINO head.
         student_temperature: tau_s > 0 (paper: 0.1).
         teacher_temperature: tau_t > 0 used when forward gets none (paper: 0.04 to 0.07).
         center_momentum: m in [0, 1) of the centre's moving average (paper: 0.9).
@@ -113,8 +121,8 @@ class DINOLoss(nn.Module):
     def __init__(self, out_dim: int, student_temperature: float = 0.1, teacher_temperature: float = 0.04,
                  center_momentum: float = 0.9) -> None:
         super().__init__()
-        if out_dim < 1:
-            raise ConfigError(f"out_dim must be >= 1 (the DINO head's output size), got {out_dim}.")
+        # A softmax over one output is always 1: the loss would be 0.
+        check_count("out_dim", out_dim, 2, "it is the DINO head's output size (DINO uses 65536).")
         _check_temperature("student_temperature", student_temperature, "0.1")
         _check_temperature("teacher_temperature", teacher_temperature, "0.04 to 0.07")
         if not 0 <= center_momentum < 1:

@@ -37,13 +37,16 @@ def info_nce(z_a: Tensor, z_b: Tensor, *more_views: Tensor, temperature: float =
     no scaling by the world size. Each process computes only its own A x M logits.
 
     Args:
-        z_a, z_b, *more_views: embeddings (N, D) of the same N samples under different views.
+        z_a, z_b, *more_views: floating-point embeddings (N, D) of the same N samples under
+            different views. N >= 2 (in the global batch with ``gather_across_processes``), or
+            N >= 1 with extra ``negatives``: an anchor needs a negative to contrast with.
         temperature: softmax temperature t > 0.
         similarity: "cosine" (rows L2-normalised first) or "dot".
         negatives: optional extra negatives (K, D), e.g. a memory queue; they join every
             anchor's denominator and are not differentiated through if they carry no grad. They
             are used as given, not gathered across processes.
-        validate: check that the inputs are finite (one host sync); the trainer turns this off
+        validate: check that the inputs (negatives included) are finite (one host sync per
+            tensor); the trainer turns this off
             on its hot path and watches the loss instead.
         tiled: compute by tiles (:func:`~contrastkit.losses.tiled.tiled_info_nce`), never holding
             the A x (M + K) logits: True forces it, False forbids it, None (default) picks it when
@@ -60,7 +63,7 @@ def info_nce(z_a: Tensor, z_b: Tensor, *more_views: Tensor, temperature: float =
         torch.Size([])
     """
     views = (z_a, z_b, *more_views)
-    _check_inputs(views, temperature, similarity, negatives, validate)
+    _check_inputs(views, temperature, similarity, negatives, validate, gather_across_processes, "info_nce")
     anchors, rows, self_offset = _contrast_rows(views, similarity, gather_across_processes)
     extra = _prepared_negatives(negatives, anchors.dtype, similarity)
     num_columns = rows.shape[0] + (0 if extra is None else extra.shape[0])

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastkit._checks import check_ndim
+from contrastkit._checks import check_class_labels, check_count, check_embeddings, check_ndim, check_positive
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.losses._precision import full_precision, loss_dtype
 
@@ -71,8 +71,9 @@ def _distance_matrix(x: Tensor, y: Tensor, distance: str) -> Tensor:
 
 def _check_labelled(embeddings: Tensor, labels: Tensor, name: str = "embeddings",
                     labels_name: str = "labels") -> None:
-    check_ndim(name, embeddings, 2, "(batch, dim)")
+    check_embeddings(name, embeddings)
     check_ndim(labels_name, labels, 1, "(batch,)")
+    check_class_labels(labels_name, labels)
     if labels.shape[0] != embeddings.shape[0]:
         raise InputError(f"{name} has {embeddings.shape[0]} rows but {labels_name} has "
                          f"{labels.shape[0]} entries; give one label per row.")
@@ -103,6 +104,12 @@ def _label_masks(labels: Tensor, pool_labels: Tensor) -> tuple[Tensor, Tensor]:
     return same, labels[:, None] != pool_labels[None, :]
 
 
+def _has_valid_triplet(labels: Tensor, pool_labels: Tensor) -> bool:
+    """Whether some anchor has both a positive and a negative (one host sync)."""
+    positive, negative = _label_masks(labels, pool_labels)
+    return bool((positive.any(dim=1) & negative.any(dim=1)).any())
+
+
 @torch.no_grad()
 def batch_all_triplets(embeddings: Tensor, labels: Tensor, *, distance: str = "euclidean",
                        margin: float | None = None, bank: Tensor | None = None,
@@ -112,10 +119,11 @@ def batch_all_triplets(embeddings: Tensor, labels: Tensor, *, distance: str = "e
     Builds an (N, N, N + K) mask, so with a large bank prefer :func:`batch_hard_triplets`.
 
     Args:
-        embeddings: (N, D) embeddings.
-        labels: (N,) class labels.
+        embeddings: (N, D) floating-point embeddings.
+        labels: (N,) integer class labels.
         distance: "euclidean", "squared_euclidean" or "cosine" (1 - cosine similarity).
-        margin: when given, keep only the triplets whose loss D(a,p) - D(a,n) + margin is > 0.
+        margin: when given (>= 0), keep only the triplets whose loss D(a,p) - D(a,n) + margin
+            is > 0.
         bank, bank_labels: optional (K, D) memory bank and its (K,) labels; its rows join the
             candidate negatives.
 
@@ -129,6 +137,9 @@ def batch_all_triplets(embeddings: Tensor, labels: Tensor, *, distance: str = "e
         torch.Size([24])
     """
     _check_distance(distance)
+    if margin is not None:
+        check_positive("margin", margin, "triplets with D(a,p) - D(a,n) + margin <= 0 are left out.",
+                       allow_zero=True)
     labels, pool, pool_labels = _negative_pool(embeddings, labels, bank, bank_labels)
     positive, negative = _label_masks(labels, pool_labels)
     valid = positive[:, :, None] & negative[:, None, :]
@@ -146,8 +157,8 @@ def batch_hard_triplets(embeddings: Tensor, labels: Tensor, *, distance: str = "
     """Per anchor its hardest positive and hardest negative (Hermans et al., 2017, "batch hard").
 
     Args:
-        embeddings: (N, D) embeddings.
-        labels: (N,) class labels.
+        embeddings: (N, D) floating-point embeddings.
+        labels: (N,) integer class labels.
         distance: "euclidean", "squared_euclidean" or "cosine".
         bank, bank_labels: optional (K, D) memory bank and its (K,) labels; its rows join the
             candidate negatives.
@@ -187,8 +198,8 @@ def semi_hard_triplets(embeddings: Tensor, labels: Tensor, *, distance: str = "e
     Builds an (N, N, N + K) tensor, so keep a bank small or use :func:`batch_hard_triplets`.
 
     Args:
-        embeddings: (N, D) embeddings.
-        labels: (N,) class labels.
+        embeddings: (N, D) floating-point embeddings.
+        labels: (N,) integer class labels.
         distance: "euclidean", "squared_euclidean" or "cosine".
         margin: the triplet margin, > 0.
         bank, bank_labels: optional (K, D) memory bank and its (K,) labels; its rows join the
@@ -205,9 +216,8 @@ def semi_hard_triplets(embeddings: Tensor, labels: Tensor, *, distance: str = "e
         True
     """
     _check_distance(distance)
-    if margin <= 0:
-        raise ConfigError(f"semi-hard mining needs margin > 0, got {margin}; the window "
-                          "D(a,p) < D(a,n) < D(a,p) + margin is empty otherwise.")
+    check_positive("margin", margin, "semi-hard mining needs margin > 0, as the window "
+                   "D(a,p) < D(a,n) < D(a,p) + margin is empty otherwise.")
     labels, pool, pool_labels = _negative_pool(embeddings, labels, bank, bank_labels)
     positive, negative = _label_masks(labels, pool_labels)
     distances = _distance_matrix(embeddings, pool, distance)
@@ -227,8 +237,8 @@ def hard_negatives_from_bank(anchors: Tensor, anchor_labels: Tensor, bank: Tenso
     """For each anchor, the k nearest memory-bank entries with a different label.
 
     Args:
-        anchors: (N, D) embeddings.
-        anchor_labels: (N,) their labels.
+        anchors: (N, D) floating-point embeddings.
+        anchor_labels: (N,) their integer labels.
         bank: (K, D) memory bank, e.g. a queue of past embeddings.
         bank_labels: (K,) labels of the bank entries.
         distance: "euclidean", "squared_euclidean" or "cosine".
@@ -241,13 +251,12 @@ def hard_negatives_from_bank(anchors: Tensor, anchor_labels: Tensor, bank: Tenso
 
     Example:
         >>> bank, bank_labels = torch.randn(32, 4), torch.randint(0, 4, (32,))
-        >>> anchors, anchor_labels = torch.randn(6, 4), torch.zeros(6)
+        >>> anchors, anchor_labels = torch.randn(6, 4), torch.zeros(6, dtype=torch.long)
         >>> hard_negatives_from_bank(anchors, anchor_labels, bank, bank_labels, k=3).shape
         torch.Size([6, 3])
     """
     _check_distance(distance)
-    if k < 1:
-        raise ConfigError(f"k must be >= 1, got {k}; it is the number of negatives per anchor.")
+    check_count("k", k, 1, "it is the number of negatives per anchor.")
     _check_labelled(anchors, anchor_labels, "anchors", "anchor_labels")
     _check_labelled(bank, bank_labels, "bank", "bank_labels")
     if bank.shape[1] != anchors.shape[1]:

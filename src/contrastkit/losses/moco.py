@@ -18,14 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastkit._checks import check_finite, check_ndim
+from contrastkit._checks import check_batch_size, check_embeddings, check_finite, check_positive
+from contrastkit.errors import InputError
 from contrastkit.losses._precision import full_precision, loss_dtype
-from contrastkit.errors import ConfigError, InputError
 
 
 def _check_temperature(temperature: float) -> None:
-    if temperature <= 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}; MoCo uses 0.2 (v2) or 0.1 to 0.2 (v3).")
+    check_positive("temperature", temperature, "MoCo uses 0.2 (v2) or 0.1 to 0.2 (v3).")
 
 
 def moco_info_nce(queries: Tensor, keys: Tensor, *, negatives: Tensor | None = None,
@@ -33,11 +32,12 @@ def moco_info_nce(queries: Tensor, keys: Tensor, *, negatives: Tensor | None = N
     """MoCo's InfoNCE of queries against their keys (see the module docstring).
 
     Args:
-        queries: (N, D) online-encoder embeddings.
+        queries: (N, D) floating-point online-encoder embeddings; without ``negatives`` N >= 2,
+            as the other keys of the batch are the negatives.
         keys: (N, D) momentum-encoder embeddings of the other view of the same samples; they are
             used as given (detach them, as MoCo does, if they carry a graph).
-        negatives: optional (K, D) memory queue (MoCo v2); without it the other keys of the batch
-            are the negatives (MoCo v3).
+        negatives: optional (K, D) memory queue (MoCo v2), K >= 1; without it the other keys of
+            the batch are the negatives (MoCo v3).
         temperature: softmax temperature t > 0.
         validate: check that the inputs are finite (one host sync).
 
@@ -47,16 +47,26 @@ def moco_info_nce(queries: Tensor, keys: Tensor, *, negatives: Tensor | None = N
         torch.Size([])
     """
     _check_temperature(temperature)
-    check_ndim("queries", queries, 2, "(batch, dim)")
-    check_ndim("keys", keys, 2, "(batch, dim)")
+    check_embeddings("queries", queries)
+    check_embeddings("keys", keys)
     if queries.shape != keys.shape:
         raise InputError(f"queries {tuple(queries.shape)} and keys {tuple(keys.shape)} must have the same "
                          "shape: key i is the positive of query i.")
     if negatives is not None:
-        check_ndim("negatives", negatives, 2, "(num_negatives, dim)")
+        check_embeddings("negatives", negatives, "(num_negatives, dim)")
         if negatives.shape[1] != queries.shape[1]:
             raise InputError(f"negatives have dim {negatives.shape[1]} but the queries have dim "
                              f"{queries.shape[1]}; both must come from the same projection head.")
+        # With a queue the negatives are the queue only: an empty one leaves the positive alone in
+        # the softmax and the loss at exactly 0.
+        if negatives.shape[0] == 0:
+            raise InputError("negatives is an empty queue (0 rows), so no query has a negative and the loss "
+                             "would be 0; pass negatives=None while the queue is empty to use the other keys "
+                             "of the batch instead.")
+    check_batch_size("moco_info_nce", queries.shape[0], 1 if negatives is not None else 2,
+                     "without a queue the negatives of a query are the other keys of the batch, and one "
+                     "sample has none; use a larger batch or pass negatives= (a queue of past keys).",
+                     unit="samples (or a queue of negatives)")
     if validate:
         for name, tensor in (("queries", queries), ("keys", keys), ("negatives", negatives)):
             if tensor is not None:

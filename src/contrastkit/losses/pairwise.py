@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastkit._checks import check_ndim, check_paired_embeddings
+from contrastkit._checks import (check_class_labels, check_finite, check_finite_number, check_ndim,
+                                 check_paired_embeddings, check_positive)
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.losses._precision import full_precision, loss_dtype
 from contrastkit.losses.miners import _check_distance, _paired_distances
@@ -39,22 +40,24 @@ CONTRASTIVE_DISTANCES = ("euclidean", "cosine")
 SIMILARITIES = ("cosine", "dot")
 
 
+# The logistic and SigLIP losses classify every pair of the batch: with one sample there is only
+# the positive pair, and the loss just pushes the bias and that similarity up.
+_NEEDS_A_NEGATIVE_PAIR = ("with one sample the only pair is the positive one, so nothing is learnt but a "
+                          "larger bias; use a larger batch.")
+
+
 def _check_contrastive_options(margin: float, distance: str) -> None:
-    if margin <= 0:
-        raise ConfigError(f"margin must be > 0, got {margin}; it is the distance beyond which "
-                          "dissimilar pairs stop being pushed apart.")
+    check_positive("margin", margin, "it is the distance beyond which dissimilar pairs stop being pushed apart.")
     _check_distance(distance, CONTRASTIVE_DISTANCES)
 
 
 def _check_l2_reg(l2_reg: float) -> None:
-    if l2_reg < 0:
-        raise ConfigError(f"l2_reg must be >= 0, got {l2_reg}; 0 turns the penalty off.")
+    check_positive("l2_reg", l2_reg, "0 turns the penalty off.", allow_zero=True)
 
 
-def _check_logistic_options(temperature: float, similarity: str) -> None:
-    if temperature <= 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}; try 0.1 with cosine "
-                          "similarity.")
+def _check_logistic_options(temperature: float, bias: float, similarity: str) -> None:
+    check_positive("temperature", temperature, "try 0.1 with cosine similarity.")
+    check_finite_number("bias", bias, "about -log(N) balances the start of training.")
     if similarity not in SIMILARITIES:
         raise ConfigError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}.")
 
@@ -84,7 +87,7 @@ def contrastive_loss(x_a: Tensor, x_b: Tensor, same: Tensor, *, margin: float = 
     """Hadsell et al.'s contrastive loss on labelled pairs (see the module docstring).
 
     Args:
-        x_a, x_b: (N, D) embeddings; row i of each forms pair i.
+        x_a, x_b: (N, D) floating-point embeddings; row i of each forms pair i.
         same: (N,) labels, bool or 0/1 numbers: 1 for a similar pair, 0 for a dissimilar one.
         margin: m > 0; dissimilar pairs farther apart than m cost nothing.
         distance: "euclidean" (its gradient at identical points is taken as 0, not NaN) or
@@ -101,7 +104,7 @@ def contrastive_loss(x_a: Tensor, x_b: Tensor, same: Tensor, *, margin: float = 
         torch.Size([])
     """
     _check_contrastive_options(margin, distance)
-    check_paired_embeddings("pair loss", x_a, x_b, ("x_a", "x_b"), validate=validate)
+    check_paired_embeddings("contrastive_loss", x_a, x_b, ("x_a", "x_b"), validate=validate)
     _check_labels("same", same, x_a.shape[0])
     if validate and same.dtype != torch.bool and not bool(((same == 0) | (same == 1)).all()):
         raise InputError("same must hold 0/1 (or bool) pair labels, 1 for a similar pair.")
@@ -116,8 +119,9 @@ def n_pair_loss(anchors: Tensor, positives: Tensor, *, l2_reg: float = 0.0,
     """Sohn's multi-class N-pair loss (see the module docstring).
 
     Args:
-        anchors, positives: (N, D) embeddings; (anchors[i], positives[i]) share a class and the
-            N classes are distinct, so positives[j] is a negative of anchors[i] for j != i.
+        anchors, positives: (N, D) floating-point embeddings, N >= 2; (anchors[i], positives[i])
+            share a class and the N classes are distinct, so positives[j] is a negative of
+            anchors[i] for j != i.
         l2_reg: weight >= 0 of the penalty 1/N sum_i (|a_i|^2 + |p_i|^2), which the paper uses
             to keep the unnormalised embeddings from growing without bound; 0 turns it off.
         validate: check that the inputs are finite (host syncs).
@@ -130,7 +134,11 @@ def n_pair_loss(anchors: Tensor, positives: Tensor, *, l2_reg: float = 0.0,
         torch.Size([])
     """
     _check_l2_reg(l2_reg)
-    check_paired_embeddings("n_pair_loss", anchors, positives, ("anchors", "positives"), validate=validate)
+    # The negatives of anchor i are the other pairs' positives: one pair gives log(1 + 0) = 0.
+    check_paired_embeddings("n_pair_loss", anchors, positives, ("anchors", "positives"), min_batch=2,
+                            reason="the negatives of an anchor are the other pairs' positives, and one pair "
+                                   "has none (the loss is log 1 = 0); use a larger batch.",
+                            validate=validate)
     dtype = loss_dtype(anchors)
     a, p = anchors.to(dtype), positives.to(dtype)
     # log(1 + sum_{j!=i} exp(l_ij - l_ii)) = logsumexp_j(l_ij) - l_ii: cross-entropy, target i.
@@ -151,12 +159,13 @@ def logistic_loss(x_a: Tensor, x_b: Tensor, *, temperature: float = 0.1, bias: f
     positive a negative ``bias`` of about -log(N) balances the start of training.
 
     Args:
-        x_a, x_b: (N, D) embeddings; x_a[i] and x_b[i] are two views of sample i.
+        x_a, x_b: (N, D) floating-point embeddings, N >= 2; x_a[i] and x_b[i] are two views of
+            sample i.
         temperature: t > 0; the logits are s_ij / t + bias.
         bias: constant added to every logit.
         similarity: "cosine" (rows L2-normalised first) or "dot".
-        labels: optional (N,) class labels shared by x_a[i] and x_b[i].
-        validate: check that the inputs are finite (host syncs).
+        labels: optional (N,) integer class labels shared by x_a[i] and x_b[i], not all equal.
+        validate: check that the inputs are finite and the labels not all equal (host syncs).
 
     Returns:
         The scalar mean loss, in float32 (or float64 for float64 inputs).
@@ -165,13 +174,19 @@ def logistic_loss(x_a: Tensor, x_b: Tensor, *, temperature: float = 0.1, bias: f
         >>> logistic_loss(torch.randn(8, 16), torch.randn(8, 16), temperature=0.1, bias=-2.0).shape
         torch.Size([])
     """
-    _check_logistic_options(temperature, similarity)
-    check_paired_embeddings("pair loss", x_a, x_b, ("x_a", "x_b"), validate=validate)
+    _check_logistic_options(temperature, bias, similarity)
+    check_paired_embeddings("logistic_loss", x_a, x_b, ("x_a", "x_b"), min_batch=2, reason=_NEEDS_A_NEGATIVE_PAIR,
+                            validate=validate)
     if labels is None:
         positive = torch.eye(x_a.shape[0], dtype=torch.bool, device=x_a.device)
     else:
         _check_labels("labels", labels, x_a.shape[0])
+        check_class_labels("labels", labels)
         positive = labels[:, None] == labels[None, :]
+        # Reading the labels is a host sync, hence only under validate.
+        if validate and bool(positive.all()):
+            raise InputError("logistic_loss got labels that are all equal, so every pair is positive and "
+                             "nothing tells the embeddings apart; sample several classes per batch.")
     terms = _pair_logistic_terms(x_a, x_b, 1 / temperature, bias, positive,
                                  normalize=similarity == "cosine")
     return terms.mean()
@@ -184,11 +199,12 @@ def sigmoid_loss(x_a: Tensor, x_b: Tensor, logit_scale: Tensor | float, logit_bi
     The negatives of row i are the other rows of the local batch.
 
     Args:
-        x_a, x_b: (N, D) embeddings, e.g. images and their captions; rows are L2-normalised here.
+        x_a, x_b: (N, D) floating-point embeddings, N >= 2, e.g. images and their captions; rows
+            are L2-normalised here.
         logit_scale: 0-dim tensor (or float) t', the log of the scale: logits are
             exp(t') * cos + b.
         logit_bias: 0-dim tensor (or float) b.
-        validate: check that the embeddings are finite (host syncs).
+        validate: check that the embeddings, scale and bias are finite (host syncs).
 
     Returns:
         The scalar loss, in float32 (or float64 for float64 inputs).
@@ -198,16 +214,20 @@ def sigmoid_loss(x_a: Tensor, x_b: Tensor, logit_scale: Tensor | float, logit_bi
         >>> sigmoid_loss(torch.randn(8, 16), torch.randn(8, 16), scale, bias).shape
         torch.Size([])
     """
-    check_paired_embeddings("pair loss", x_a, x_b, ("x_a", "x_b"), validate=validate)
+    check_paired_embeddings("sigmoid_loss", x_a, x_b, ("x_a", "x_b"), min_batch=2, reason=_NEEDS_A_NEGATIVE_PAIR,
+                            validate=validate)
     dtype = loss_dtype(x_a)
     scalars = []
     for name, value in (("logit_scale", logit_scale), ("logit_bias", logit_bias)):
         if not isinstance(value, Tensor):
+            check_finite_number(name, value, "SigLIP starts at log 10 and -10.")
             # Straight to the compute dtype: a float32 detour would round t' before exp().
             value = torch.tensor(float(value), dtype=dtype)
         if value.ndim != 0:
             raise InputError(f"{name} must be a 0-dim tensor, got shape {tuple(value.shape)}; "
                              "SigLIP learns a single scale and a single bias.")
+        if validate:
+            check_finite(name, value)
         scalars.append(value.to(device=x_a.device, dtype=dtype))
     positive = torch.eye(x_a.shape[0], dtype=torch.bool, device=x_a.device)
     terms = _pair_logistic_terms(x_a, x_b, scalars[0].exp(), scalars[1], positive, normalize=True)
@@ -265,7 +285,7 @@ class LogisticLoss(nn.Module):
     def __init__(self, temperature: float = 0.1, bias: float = 0.0,
                  similarity: str = "cosine") -> None:
         super().__init__()
-        _check_logistic_options(temperature, similarity)
+        _check_logistic_options(temperature, bias, similarity)
         self.temperature = temperature
         self.bias = bias
         self.similarity = similarity
@@ -297,9 +317,8 @@ class SigLIPLoss(nn.Module):
     def __init__(self, init_scale: float = 10.0, init_bias: float = -10.0,
                  learnable: bool = True) -> None:
         super().__init__()
-        if init_scale <= 0:
-            raise ConfigError(f"init_scale must be > 0, got {init_scale}; it is exp(t') and "
-                              "SigLIP starts at 10.")
+        check_positive("init_scale", init_scale, "it is exp(t') and SigLIP starts at 10.")
+        check_finite_number("init_bias", init_bias, "SigLIP starts at -10.")
         logit_scale = torch.tensor(math.log(init_scale))
         logit_bias = torch.tensor(float(init_bias))
         if learnable:

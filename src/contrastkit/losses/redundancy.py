@@ -35,9 +35,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from contrastkit._checks import check_paired_embeddings
+from contrastkit._checks import check_paired_embeddings, check_positive
 from contrastkit._distributed import all_reduce_sum, is_distributed, world_size
-from contrastkit.errors import ConfigError
 from contrastkit.losses._precision import full_precision, loss_dtype
 
 # The variance floor of torch.nn.BatchNorm1d, so that a constant feature standardises to 0, not NaN.
@@ -61,19 +60,15 @@ def _off_diagonal_squares(matrix: Tensor) -> Tensor:
 
 
 def _check_barlow_options(lambda_offdiag: float) -> None:
-    if lambda_offdiag < 0:
-        raise ConfigError(f"lambda_offdiag must be >= 0, got {lambda_offdiag}; the paper uses 5e-3.")
+    check_positive("lambda_offdiag", lambda_offdiag, "the paper uses 5e-3.", allow_zero=True)
 
 
 def _check_vicreg_options(invariance_weight: float, variance_weight: float, covariance_weight: float,
                           epsilon: float) -> None:
     for name, value in (("invariance_weight", invariance_weight), ("variance_weight", variance_weight),
                         ("covariance_weight", covariance_weight)):
-        if value < 0:
-            raise ConfigError(f"{name} must be >= 0, got {value}; the paper uses 25, 25 and 1.")
-    if epsilon <= 0:
-        raise ConfigError(f"epsilon must be > 0 (it keeps sqrt differentiable at zero variance), got "
-                          f"{epsilon}; the paper uses 1e-4.")
+        check_positive(name, value, "the paper uses 25, 25 and 1.", allow_zero=True)
+    check_positive("epsilon", epsilon, "it keeps sqrt differentiable at zero variance; the paper uses 1e-4.")
 
 
 def barlow_twins_loss(z_a: Tensor, z_b: Tensor, *, lambda_offdiag: float = 5e-3,
@@ -81,7 +76,8 @@ def barlow_twins_loss(z_a: Tensor, z_b: Tensor, *, lambda_offdiag: float = 5e-3,
     """Barlow Twins redundancy-reduction loss (see the module docstring).
 
     Args:
-        z_a, z_b: embeddings (N, D) of the same N >= 2 samples under two views.
+        z_a, z_b: floating-point embeddings (N, D) of the same samples under two views; the
+            global batch (N times the number of processes) must hold at least 2 samples.
         lambda_offdiag: weight lambda >= 0 of the off-diagonal (redundancy) term.
         validate: check that the inputs are finite (one host sync).
 
@@ -94,8 +90,11 @@ def barlow_twins_loss(z_a: Tensor, z_b: Tensor, *, lambda_offdiag: float = 5e-3,
         torch.Size([])
     """
     _check_barlow_options(lambda_offdiag)
-    # The per-feature standard deviation is taken over the batch: it needs two samples.
-    check_paired_embeddings("Barlow Twins", z_a, z_b, min_batch=2, validate=validate)
+    # The per-feature standard deviation is taken over the global batch: it needs two samples,
+    # which may sit on two processes.
+    check_paired_embeddings("Barlow Twins", z_a, z_b, min_batch=2, processes=world_size(), validate=validate,
+                            reason="each feature is standardised by its standard deviation over the batch, "
+                                   "which one sample does not have; use a larger batch.")
     dtype = loss_dtype(z_a)
     batch = z_a.shape[0] * world_size()
 
@@ -115,7 +114,8 @@ def vicreg_loss(z_a: Tensor, z_b: Tensor, *, invariance_weight: float = 25.0, va
     """VICReg variance-invariance-covariance loss (see the module docstring).
 
     Args:
-        z_a, z_b: embeddings (N, D) of the same N >= 2 samples under two views.
+        z_a, z_b: floating-point embeddings (N, D) of the same samples under two views; the
+            global batch (N times the number of processes) must hold at least 2 samples.
         invariance_weight: weight of the mean-squared-error term (paper: 25).
         variance_weight: weight of the per-feature standard-deviation hinge, averaged over the two
             views (paper: 25).
@@ -133,7 +133,10 @@ def vicreg_loss(z_a: Tensor, z_b: Tensor, *, invariance_weight: float = 25.0, va
         torch.Size([])
     """
     _check_vicreg_options(invariance_weight, variance_weight, covariance_weight, epsilon)
-    check_paired_embeddings("VICReg", z_a, z_b, min_batch=2, validate=validate)
+    # The covariance divides by (global batch - 1).
+    check_paired_embeddings("VICReg", z_a, z_b, min_batch=2, processes=world_size(), validate=validate,
+                            reason="the variance and covariance terms divide by N - 1, and one sample has no "
+                                   "spread; use a larger batch.")
     dtype = loss_dtype(z_a)
     z_a, z_b = z_a.to(dtype), z_b.to(dtype)
     batch, dim = z_a.shape[0] * world_size(), z_a.shape[1]

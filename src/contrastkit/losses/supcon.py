@@ -7,7 +7,10 @@ label, the other views of its own sample included:
     L = 1/M  sum_i  -1/|P(i)|  sum_{p in P(i)}  log( exp(s(i,p)/t) / sum_{a != i} exp(s(i,a)/t) )
 
 The API takes at least two views, so every anchor has a positive (its own other view) and the
-1/|P(i)| average is always defined. With labels all distinct this is :func:`info_nce`.
+1/|P(i)| average is always defined. The negatives are the rows of the other classes: a batch of
+one sample, or (checked under ``validate``) of a single class, has none, and is refused, since
+the loss then rewards nothing but equal similarities (a collapse minimises it). With labels all
+distinct this is :func:`info_nce`.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastkit._checks import check_finite, check_ndim
+from contrastkit._checks import check_batch_size, check_class_labels, check_ndim
 from contrastkit.errors import InputError
+from contrastkit.losses._contrastive import _check_finite_views, _check_options, _check_views
 from contrastkit.losses._precision import full_precision, loss_dtype
-from contrastkit.losses._contrastive import _check_options, _check_views
 
 
 def _check_labels(labels: Tensor | None, batch: int) -> None:
@@ -27,9 +30,7 @@ def _check_labels(labels: Tensor | None, batch: int) -> None:
         raise InputError("SupCon needs labels: pass labels=(N,) class ids; use info_nce for the "
                          "self-supervised case without labels.")
     check_ndim("labels", labels, 1, "(batch,)")
-    if labels.is_floating_point() or labels.is_complex():
-        raise InputError(f"labels must hold integer class ids, got dtype {labels.dtype}; "
-                         "convert them with labels.long().")
+    check_class_labels("labels", labels)
     if labels.shape[0] != batch:
         raise InputError(f"labels has {labels.shape[0]} entries but the views have batch {batch}; "
                          "pass one label per sample (not per view).")
@@ -40,11 +41,13 @@ def supcon_loss(z_a: Tensor, z_b: Tensor, *more_views: Tensor, labels: Tensor | 
     """Supervised contrastive loss L_out over two or more views of a labelled batch.
 
     Args:
-        z_a, z_b, *more_views: embeddings (N, D) of the same N samples under different views.
-        labels: class ids (N,), one per sample; rows with equal labels are positives.
+        z_a, z_b, *more_views: floating-point embeddings (N, D) of the same N >= 2 samples under
+            different views.
+        labels: integer class ids (N,), one per sample, at least two distinct ones; rows with
+            equal labels are positives, rows with other labels the negatives.
         temperature: softmax temperature t > 0 (the paper uses 0.1).
         similarity: "cosine" (rows L2-normalised first, as in the paper) or "dot".
-        validate: check that the inputs are finite (one host sync).
+        validate: check that the inputs are finite and the labels not all equal (host syncs).
 
     Returns:
         The scalar mean loss, in float32 (or float64 for float64 inputs).
@@ -56,11 +59,18 @@ def supcon_loss(z_a: Tensor, z_b: Tensor, *more_views: Tensor, labels: Tensor | 
     """
     views = (z_a, z_b, *more_views)
     _check_options(temperature, similarity)
-    _check_views(views, None, "supcon_loss")
+    _check_views(views, None)
+    check_batch_size("supcon_loss", z_a.shape[0], 2,
+                     "with one sample every other row is one of its positives, so there is no negative to "
+                     "contrast with; use a larger batch with several classes.")
     _check_labels(labels, z_a.shape[0])
     if validate:
-        for index, view in enumerate(views):
-            check_finite(f"view {index}", view)
+        _check_finite_views(views)
+        # Reading the labels is a host sync, hence only under validate.
+        if bool((labels == labels[0]).all()):
+            raise InputError(f"supcon_loss got a batch whose {labels.shape[0]} labels are all {labels[0].item()}, so "
+                             "every row is a positive of every other and there is no negative to contrast with; "
+                             "sample several classes per batch.")
     dtype = loss_dtype(z_a)
     z = torch.cat(views).to(dtype)
     if similarity == "cosine":

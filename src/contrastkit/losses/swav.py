@@ -18,28 +18,22 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from contrastkit._checks import check_finite, check_ndim
-from contrastkit._distributed import gather_no_grad
-from contrastkit.errors import ConfigError, InputError
+from contrastkit._checks import check_batch_size, check_count, check_embeddings, check_finite, check_positive
+from contrastkit._distributed import gather_no_grad, world_size
+from contrastkit.errors import InputError
 from contrastkit.losses._precision import loss_dtype
 
 
 def _check_sinkhorn_options(epsilon: float, iterations: int, iterations_name: str) -> None:
-    if epsilon <= 0:
-        raise ConfigError(f"epsilon must be > 0, got {epsilon}; SwAV uses 0.05 (smaller gives "
-                          "sharper codes).")
-    if iterations < 1:
-        raise ConfigError(f"{iterations_name} must be >= 1, got {iterations}; SwAV uses 3.")
+    check_positive("epsilon", epsilon, "SwAV uses 0.05 (smaller gives sharper codes).")
+    check_count(iterations_name, iterations, 1, "SwAV uses 3.")
 
 
 def _check_swav_options(temperature: float, epsilon: float, sinkhorn_iterations: int,
                         num_assignment_views: int) -> None:
-    if temperature <= 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}; SwAV uses 0.1.")
+    check_positive("temperature", temperature, "SwAV uses 0.1.")
     _check_sinkhorn_options(epsilon, sinkhorn_iterations, "sinkhorn_iterations")
-    if num_assignment_views < 1:
-        raise ConfigError(f"num_assignment_views must be >= 1, got {num_assignment_views}; SwAV computes "
-                          "codes for its 2 global crops.")
+    check_count("num_assignment_views", num_assignment_views, 1, "SwAV computes codes for its 2 global crops.")
 
 
 @torch.no_grad()
@@ -55,7 +49,7 @@ def sinkhorn_knopp(scores: Tensor, *, epsilon: float = 0.05, iterations: int = 3
     then the global batch).
 
     Args:
-        scores: prototype scores (B, K) of one view.
+        scores: floating-point prototype scores (B, K) of one view.
         epsilon: entropic regularisation eps > 0; smaller gives sharper codes.
         iterations: number of Sinkhorn-Knopp iterations (>= 1).
 
@@ -69,7 +63,7 @@ def sinkhorn_knopp(scores: Tensor, *, epsilon: float = 0.05, iterations: int = 3
         True
     """
     _check_sinkhorn_options(epsilon, iterations, "iterations")
-    check_ndim("scores", scores, 2, "(batch, num_prototypes)")
+    check_embeddings("scores", scores, "(batch, num_prototypes)")
     dtype = loss_dtype(scores)
     log_codes = scores.to(dtype) / epsilon
     for _ in range(iterations):
@@ -85,8 +79,9 @@ def swav_loss(scores: Sequence[Tensor], *, temperature: float = 0.1, epsilon: fl
     """SwAV swapped-prediction loss over two or more views (see the module docstring).
 
     Args:
-        scores: per-view prototype scores, each (B, K); the first ``num_assignment_views`` are the
-            views whose codes are predicted (the global crops).
+        scores: per-view floating-point prototype scores, each (B, K) with K >= 2 and B >= 2 in
+            the global batch (B times the number of processes); the first
+            ``num_assignment_views`` are the views whose codes are predicted (the global crops).
         temperature: softmax temperature t > 0 of the predictions.
         epsilon: Sinkhorn entropic regularisation eps > 0.
         sinkhorn_iterations: Sinkhorn-Knopp iterations (>= 1).
@@ -109,11 +104,21 @@ def swav_loss(scores: Sequence[Tensor], *, temperature: float = 0.1, epsilon: fl
         raise InputError(f"num_assignment_views={num_assignment_views} but only {len(scores)} views of "
                          "scores were given; pass every crop's scores or lower num_assignment_views.")
     for index, view in enumerate(scores):
-        check_ndim(f"scores[{index}]", view, 2, "(batch, num_prototypes)")
+        check_embeddings(f"scores[{index}]", view, "(batch, num_prototypes)")
         if view.shape != scores[0].shape:
             raise InputError(f"all views' scores must have the same shape (batch, num_prototypes); "
                              f"scores[0] is {tuple(scores[0].shape)} but scores[{index}] is {tuple(view.shape)}.")
-        if validate:
+    batch, num_prototypes = scores[0].shape
+    # Sinkhorn spans every process's batch, so the rule is on the global batch.
+    check_batch_size("swav_loss", batch, 2, "the equipartition constraint makes the codes of a single sample "
+                     "uniform whatever its scores, so they carry nothing to predict; use a larger batch.",
+                     processes=world_size())
+    if num_prototypes < 2:
+        raise InputError(f"swav_loss needs at least 2 prototypes, got scores of shape {tuple(scores[0].shape)}: "
+                         "with one prototype every code and prediction is 1 and the loss is 0; use more "
+                         "prototypes (SwAV uses 3000).")
+    if validate:
+        for index, view in enumerate(scores):
             check_finite(f"scores[{index}]", view)
     dtype = loss_dtype(scores[0])
     log_predictions = [torch.log_softmax(view.to(dtype) / temperature, dim=1) for view in scores]

@@ -205,7 +205,8 @@ def tiled_info_nce(z_a: Tensor, z_b: Tensor, *more_views: Tensor, temperature: f
     ``gather_across_processes``); ``info_nce(..., tiled=True)`` calls this with the default tile.
 
     Args:
-        z_a, z_b, *more_views: embeddings (N, D) of the same N samples under different views.
+        z_a, z_b, *more_views: floating-point embeddings (N, D) of the same N samples under
+            different views; N >= 2 as for ``info_nce`` (or N >= 1 with extra negatives).
         temperature: softmax temperature t > 0.
         similarity: "cosine" (rows L2-normalised first) or "dot".
         negatives: optional extra negatives (K, D) in every anchor's denominator.
@@ -225,7 +226,7 @@ def tiled_info_nce(z_a: Tensor, z_b: Tensor, *more_views: Tensor, temperature: f
     """
     views = (z_a, z_b, *more_views)
     _check_tile_size(tile_size)
-    _check_inputs(views, temperature, similarity, negatives, validate)
+    _check_inputs(views, temperature, similarity, negatives, validate, gather_across_processes, "tiled_info_nce")
     anchors, rows, self_offset = _contrast_rows(views, similarity, gather_across_processes)
     extra = _prepared_negatives(negatives, anchors.dtype, similarity)
     return _info_nce_from_rows(anchors, rows, extra, self_offset, len(views), temperature, tile_size)
@@ -254,7 +255,7 @@ def tiled_clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: 
     does before calling the loss.
 
     Args:
-        image_features: embeddings (N, D) of the first modality.
+        image_features: floating-point embeddings (N, D), N >= 2, of the first modality.
         text_features: embeddings (N, D) of the second modality; row i matches image row i.
         logit_scale: 0-dim tensor holding the LOG of the logit scale.
         tile_size: rows and columns per tile; N need not be a multiple of it.
@@ -270,7 +271,7 @@ def tiled_clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: 
         True
     """
     _check_tile_size(tile_size)
-    _check_clip_inputs(image_features, text_features, logit_scale, validate)
+    _check_clip_inputs(image_features, text_features, logit_scale, validate, "tiled_clip_loss")
     dtype = loss_dtype(image_features)
     images = F.normalize(image_features.to(dtype), dim=1)
     texts = F.normalize(text_features.to(dtype), dim=1)

@@ -7,7 +7,9 @@ class, with D the Euclidean, squared Euclidean or cosine distance and margin alp
 
 The "mean_positive" reduction divides by the number of triplets with a positive loss instead of T
 (the batch-all "non-zero" average of Hermans et al., 2017), so easy triplets do not dilute the
-gradient. With no triplet (or no positive one) the loss is 0, never NaN.
+gradient. With no triplet (or no positive one) the loss is 0, never NaN; but a labelled batch
+that admits no valid triplet at all (a single class, or no class with two samples) is refused
+when mining, since its 0 would say nothing.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastkit._checks import check_finite, check_ndim
+from contrastkit._checks import check_embeddings, check_finite, check_positive
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.losses._precision import loss_dtype
 from contrastkit.losses.miners import (
     _check_distance,
+    _has_valid_triplet,
     _negative_pool,
     _paired_distances,
     batch_all_triplets,
@@ -33,9 +36,7 @@ MINERS = {"batch_all": batch_all_triplets, "batch_hard": batch_hard_triplets,
 
 
 def _check_options(margin: float, distance: str, reduction: str) -> None:
-    if margin < 0:
-        raise ConfigError(f"margin must be >= 0, got {margin}; FaceNet uses 0.2 on unit-norm "
-                          "embeddings.")
+    check_positive("margin", margin, "FaceNet uses 0.2 on unit-norm embeddings.", allow_zero=True)
     _check_distance(distance)
     if reduction not in REDUCTIONS:
         raise ConfigError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
@@ -47,8 +48,9 @@ def triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, *, margin: 
     """Triplet margin loss over given triplets (see the module docstring).
 
     Args:
-        anchor, positive, negative: (T, D) embeddings; row i of each forms triplet i. T may be 0
-            (e.g. a miner found nothing): the loss is then a zero that backward accepts.
+        anchor, positive, negative: (T, D) floating-point embeddings; row i of each forms
+            triplet i. T may be 0 (e.g. a semi-hard miner found nothing): the loss is then a zero
+            that backward accepts.
         margin: alpha >= 0, the gap wanted between D(a, n) and D(a, p).
         distance: "euclidean" (its gradient at identical points is taken as 0, not NaN),
             "squared_euclidean" or "cosine" (1 - cosine similarity).
@@ -67,7 +69,7 @@ def triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, *, margin: 
     _check_options(margin, distance, reduction)
     named = {"anchor": anchor, "positive": positive, "negative": negative}
     for name, tensor in named.items():
-        check_ndim(name, tensor, 2, "(num_triplets, dim)")
+        check_embeddings(name, tensor, "(num_triplets, dim)")
         if tensor.shape != anchor.shape:
             raise InputError(f"anchor, positive and negative must have the same shape; anchor is "
                              f"{tuple(anchor.shape)} but {name} is {tuple(tensor.shape)}.")
@@ -97,7 +99,9 @@ class TripletLoss(nn.Module):
       no gradient flows into the bank.
 
     "batch_all" uses every valid triplet; pair it with ``reduction="mean_positive"`` to average
-    over the active ones only. A batch without any valid triplet gives a loss of 0.
+    over the active ones only. A batch whose labels admit no valid triplet (no anchor with both
+    a positive and a negative) is refused; one where the miner keeps none of them (semi-hard
+    mining when every triplet is satisfied or hard) gives a loss of 0.
 
     Example:
         >>> loss_fn = TripletLoss(margin=0.2, miner="batch_hard")
@@ -138,7 +142,7 @@ class TripletLoss(nn.Module):
                 "(anchor, positive, negative) triplets build TripletLoss(miner=None).")
         embeddings, labels = inputs
         bank = None if bank is None else bank.detach()
-        _, candidates, _ = _negative_pool(embeddings, labels, bank, bank_labels)
+        labels, candidates, candidate_labels = _negative_pool(embeddings, labels, bank, bank_labels)
         if validate:
             check_finite("embeddings", embeddings)
             if bank is not None:
@@ -146,6 +150,16 @@ class TripletLoss(nn.Module):
         mining = {"margin": self.margin} if self.miner == "semi_hard" else {}
         a, p, n = MINERS[self.miner](embeddings, labels, distance=self.distance, bank=bank,
                                      bank_labels=bank_labels, **mining)
+        # Mining has synced already (the number of triplets depends on the data), so the shape is
+        # free to read; the labels are read only when nothing was mined, to tell a batch with no
+        # valid triplet (a sampling mistake) from one whose triplets the miner all left out.
+        if a.shape[0] == 0 and not _has_valid_triplet(labels, candidate_labels):
+            raise InputError(
+                f"TripletLoss(miner={self.miner!r}) got a batch of {embeddings.shape[0]} with no valid triplet: no "
+                "sample has both a positive (another sample with its label) and a negative (a sample"
+                f"{' or bank entry' if bank is not None else ''} with another label), so the loss would be a "
+                "meaningless 0; draw at least 2 samples per class from at least 2 classes (e.g. with a "
+                "class-balanced sampler).")
         # The inputs were checked above; the gathered rows need no second check.
         return triplet_loss(embeddings[a], embeddings[p], candidates[n], **options, validate=False)
 

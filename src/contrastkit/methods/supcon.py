@@ -23,7 +23,7 @@ class SupCon(Method):
         >>> backbone = create_backbone("small_cnn", in_channels=1)
         >>> model = SupCon(backbone, create_head("mlp2", backbone.feature_dim, out_dim=64))
         >>> views = [torch.rand(8, 1, 28, 28), torch.rand(8, 1, 28, 28)]
-        >>> model.training_step(views, labels=torch.randint(0, 3, (8,)))["loss"].backward()
+        >>> model.training_step(views, labels=torch.arange(8) % 3)["loss"].backward()
     """
 
     requires_labels = True

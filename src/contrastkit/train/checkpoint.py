@@ -1,4 +1,9 @@
-"""Atomic checkpoint files: a crash mid-write never leaves a truncated checkpoint behind."""
+"""Atomic checkpoint files: a crash mid-write never leaves a truncated checkpoint behind.
+
+A write goes to a hidden temporary file beside its target (``.NAME.XXXX.tmp``), is flushed to disk,
+then renamed over the target. A process killed mid-write leaves that temporary file behind;
+:func:`remove_orphaned_temporaries` clears them when the folder is next used.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +22,20 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     write_atomic(path, lambda file: torch.save(obj, file))
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
     """Call ``write`` on a temporary file in the same folder, fsync, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); the result should be like any file the user writes.
+        os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()
@@ -31,6 +44,17 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def remove_orphaned_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that interrupted :func:`write_atomic` calls left in ``folder``;
+    only call it while no write is under way there (the run folder's lock is held)."""
+    removed = []
+    for temporary in Path(folder).glob(".*.*.tmp"):
+        if temporary.is_file():
+            temporary.unlink()
+            removed.append(temporary)
+    return removed
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

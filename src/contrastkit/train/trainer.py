@@ -24,7 +24,7 @@ from contrastkit.augment import params_to
 from contrastkit.data.device_loader import BatchLoader, epoch_generator
 from contrastkit.errors import ContrastkitError
 from contrastkit.methods.base import Progress
-from contrastkit.train.checkpoint import load_checkpoint, save_atomic
+from contrastkit.train.checkpoint import load_checkpoint, save_atomic, write_atomic
 from contrastkit.train.schedules import cosine_with_warmup
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -32,6 +32,19 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 class TrainingDiverged(ContrastkitError):
     """The loss became NaN or infinite."""
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl``, skipping a line a crash cut short mid-write."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "step" in record:
+            records.append(record)
+    return records
 
 
 @dataclass
@@ -85,6 +98,8 @@ class Trainer:
         self.peak_lrs = [group["lr"] for group in optimizer.param_groups]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
         self.state = TrainerState()
+        # Epochs completed and saved in out_dir's checkpoint (None: no checkpoint written yet).
+        self.checkpointed_epoch: int | None = None
         if channels_last:
             method.to(memory_format=torch.channels_last)
         self._step = torch.compile(self._train_step, mode=compile_mode) if compile else self._train_step
@@ -126,7 +141,9 @@ class Trainer:
             for epoch in range(self.state.epoch, self.epochs):
                 self._run_epoch(epoch, writer)
                 self.state.epoch = epoch + 1
-                self._save_checkpoint()
+                if self.out_dir is not None:
+                    self._save_checkpoint()
+                    self.checkpointed_epoch = self.state.epoch
                 for callback in self.callbacks:
                     callback(self.state)
         finally:
@@ -137,14 +154,25 @@ class Trainer:
     def _run_epoch(self, epoch: int, writer: Any) -> None:
         from tqdm.auto import tqdm
 
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}",
+                   disable=not self.progress, dynamic_ncols=True, leave=False)
+        epoch_start = time.perf_counter()
+        try:
+            mean_loss = self._run_steps(epoch, writer, bar)
+        finally:
+            bar.close()  # before any error message, which would otherwise land on the bar's line
+        self.state.train_seconds += time.perf_counter() - epoch_start
+        if self.progress:
+            print(f"epoch {epoch + 1}/{self.epochs}  loss {mean_loss:.4f}  "
+                  f"{self.state.train_seconds:.0f}s", flush=True)
+
+    def _run_steps(self, epoch: int, writer: Any, bar: Any) -> float:
+        """One epoch's steps; returns the mean loss of its last logging interval."""
         # On the CPU whatever the device, like the data order: the same seed, the same batches anywhere.
         augment_generator = epoch_generator(self.loader.seed, epoch, stream=1)
         loss_sum = torch.zeros((), device=self.device)
         interval_steps, interval_start = 0, time.perf_counter()
-        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}",
-                   disable=not self.progress, dynamic_ncols=True, leave=False)
-        epoch_start = time.perf_counter()
-        batch_images = 0
+        batch_images, mean_loss = 0, math.nan
         for images, labels in self.loader.epoch(epoch):
             lr = self._set_lr(self.state.step)
             progress = Progress(self.state.step, self.total_steps, self.steps_per_epoch)
@@ -175,18 +203,18 @@ class Trainer:
                 bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.3g}", img_s=f"{record['images_per_second']:.0f}")
                 loss_sum.zero_()
                 interval_steps, interval_start = 0, time.perf_counter()
-        bar.close()
-        self.state.train_seconds += time.perf_counter() - epoch_start
-        if self.progress:
-            print(f"epoch {epoch + 1}/{self.epochs}  loss {mean_loss:.4f}  "
-                  f"{self.state.train_seconds:.0f}s", flush=True)
+        return mean_loss
 
     def _check_finite(self, loss: float, epoch: int, lr: float) -> None:
-        if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"the loss became {loss} by step {self.state.step} (epoch {epoch + 1}, lr {lr:.3g}). "
-                "Lower the learning rate or add warmup_epochs, and check the data for NaN; "
-                "the last good checkpoint is kept in the run folder.")
+        if math.isfinite(loss):
+            return
+        if self.checkpointed_epoch:
+            kept = f"the checkpoint of epoch {self.checkpointed_epoch} in {self.checkpoint_path} is the last good state"
+        else:
+            kept = "no checkpoint was written before it"
+        raise TrainingDiverged(
+            f"the loss became {loss} by step {self.state.step} (epoch {epoch + 1}, lr {lr:.3g}); {kept}. "
+            "Lower the learning rate or add warmup_epochs, and check the data for NaN.")
 
     # -- logs and checkpoints -----------------------------------------------------------------
     def _open_writers(self) -> Any:
@@ -224,9 +252,10 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.state = TrainerState(**checkpoint["trainer"])
-        # Drop log lines of the interrupted epoch: they are written again as it reruns.
+        self.checkpointed_epoch = self.state.epoch
+        # Drop log lines of the interrupted epoch (and one a kill cut short): they are written
+        # again as it reruns.
         metrics = self.out_dir / "metrics.jsonl"
         if metrics.exists():
-            kept = [line for line in metrics.read_text().splitlines()
-                    if line and json.loads(line)["step"] <= self.state.step]
-            metrics.write_text("".join(line + "\n" for line in kept))
+            kept = [record for record in read_metrics(metrics) if record["step"] <= self.state.step]
+            write_atomic(metrics, lambda file: file.write("".join(json.dumps(r) + "\n" for r in kept).encode()))

@@ -1,0 +1,253 @@
+"""What a run folder guarantees: nobody else's files overwritten, one run at a time, truthful
+interrupts, resumes that survive kills and torn files."""
+
+import json
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from contrastkit import run_folder, runs
+from contrastkit.config import Config
+from contrastkit.data import DeviceLoader
+from contrastkit.methods import Method
+from contrastkit.train import Trainer, TrainingDiverged, load_checkpoint, read_metrics
+
+TRAIN_ARGS = ["--dataset", "digits", "--batch-size", "64", "progress=false", "evaluate=false", "plot=false",
+              "log_every=1"]
+
+
+def digits_config(out, **values):
+    base = dict(dataset="digits", epochs=2, batch_size=64, log_every=1, evaluate=False, plot=False,
+                progress=False, device="cpu", out=str(out))
+    return Config(**{**base, **values})
+
+
+# ----------------------------------------------------------------------------- whose folder it is
+
+
+def test_a_folder_of_someone_elses_files_is_refused_and_left_untouched(tmp_path, capsys, run_cli):
+    folder = tmp_path / "my_project"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("my: own settings\n")
+    (folder / "notes.txt").write_text("keep me")
+    assert run_cli("train", *TRAIN_ARGS, "--epochs", "1", "--out", str(folder)) == 2
+    assert "is not empty (config.yaml, notes.txt) and is not a contrastkit run folder" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "notes.txt"]
+    assert (folder / "config.yaml").read_text() == "my: own settings\n"
+
+
+def test_a_file_as_out_is_refused(tmp_path, capsys, run_cli):
+    (tmp_path / "file").write_text("x")
+    assert run_cli("train", *TRAIN_ARGS, "--out", str(tmp_path / "file")) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_an_empty_folder_is_fine(tmp_path, run_cli):
+    (tmp_path / "empty").mkdir()
+    assert run_cli("train", *TRAIN_ARGS, "--epochs", "1", "--out", str(tmp_path / "empty")) == 0
+    assert (tmp_path / "empty" / "checkpoints" / "last.pt").is_file()
+
+
+def test_files_are_made_with_the_users_umask(tmp_path):
+    run_dir = runs.train(digits_config(tmp_path / "run", epochs=1))
+    expected = 0o666 & ~run_folder_umask()
+    for name in ("checkpoints/last.pt", "summary.json", "config.yaml"):
+        assert stat.S_IMODE((run_dir / name).stat().st_mode) == expected, name
+
+
+def run_folder_umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# ----------------------------------------------------------------------------- one run at a time
+
+
+def test_a_held_lock_refuses_a_second_run_and_a_dead_holders_lock_is_taken_over(tmp_path):
+    folder = tmp_path / "run"
+    with run_folder.locked(folder):
+        with pytest.raises(runs.ContrastkitError, match=f"{folder} is in use by another contrastkit run \\(pid "):
+            runs.train(digits_config(folder, epochs=1))
+    # The holder is gone (its lock released, as the OS does for a killed process): the next run proceeds.
+    assert runs.train(digits_config(folder, epochs=1)) == folder
+    assert (folder / ".lock").read_text() == ""  # released: no holder named
+
+
+def test_two_trainings_into_one_folder_the_second_is_refused_the_first_finishes(tmp_path):
+    folder = tmp_path / "run"
+    first = start_training(folder, epochs=6)
+    wait_for_steps(folder, 2, first)
+    first.send_signal(signal.SIGSTOP)  # mid-run for as long as the second one takes to start
+    try:
+        second = subprocess.run(cli_command(folder, epochs=6), capture_output=True, text=True, timeout=120)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert second.returncode == 2
+    assert f"{folder} is in use by another contrastkit run (pid {first.pid} " in second.stderr
+    assert second.stderr.count("\n") == 1
+    assert first.wait(timeout=300) == 0
+    steps = [record["step"] for record in read_metrics(folder / "metrics.jsonl")]
+    assert steps == list(range(1, 6 * 22 + 1))  # one run's log, no interleaving
+    assert load_checkpoint(folder / "checkpoints" / "last.pt")["trainer"]["epoch"] == 6
+
+
+# ----------------------------------------------------------------------------- interrupts
+
+
+@pytest.fixture
+def ctrl_c_at_step(monkeypatch):
+    """Press Ctrl-C when the trainer logs the given step."""
+
+    def arm(step):
+        log = Trainer._log
+
+        def log_then_interrupt(self, record, writer):
+            log(self, record, writer)
+            if record["step"] == step:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(Trainer, "_log", log_then_interrupt)
+        return lambda: monkeypatch.setattr(Trainer, "_log", log)
+
+    return arm
+
+
+def test_ctrl_c_in_the_first_epoch_says_no_checkpoint_and_a_rerun_starts_clean(tmp_path, capsys, run_cli,
+                                                                              ctrl_c_at_step):
+    folder = tmp_path / "run"
+    disarm = ctrl_c_at_step(5)
+    assert run_cli("train", *TRAIN_ARGS, "--epochs", "2", "--out", str(folder)) == 130
+    assert "interrupted in the first epoch, before any checkpoint was written" in capsys.readouterr().err
+    assert not (folder / "checkpoints" / "last.pt").exists()
+    disarm()
+    assert run_cli("train", *TRAIN_ARGS, "--epochs", "2", "--out", str(folder)) == 0
+    steps = [record["step"] for record in read_metrics(folder / "metrics.jsonl")]
+    assert steps == list(range(1, 2 * 22 + 1))  # a clean log, not the old steps 1-5 again
+
+
+def test_resume_without_a_checkpoint_starts_the_run_over(tmp_path, capsys, run_cli, ctrl_c_at_step):
+    folder = tmp_path / "run"
+    disarm = ctrl_c_at_step(3)
+    assert run_cli("train", *TRAIN_ARGS, "--epochs", "1", "--out", str(folder)) == 130
+    disarm()
+    assert run_cli("train", "--out", str(folder), "--resume") == 0
+    assert "holds no checkpoint yet" in capsys.readouterr().out
+    assert [r["step"] for r in read_metrics(folder / "metrics.jsonl")] == list(range(1, 23))
+
+
+def test_ctrl_c_after_a_checkpoint_names_the_epoch_and_the_resume_command(tmp_path, capsys, run_cli,
+                                                                          ctrl_c_at_step):
+    folder = tmp_path / "run"
+    ctrl_c_at_step(30)
+    assert run_cli("train", *TRAIN_ARGS, "--epochs", "3", "--out", str(folder)) == 130
+    err = capsys.readouterr().err
+    assert f"epoch 1 of 3 is checkpointed in {folder}. Continue with: contrastkit train --out {folder} --resume" in err
+
+
+def test_a_torn_log_line_and_orphaned_temporary_files_do_not_stop_a_resume(tmp_path):
+    folder = tmp_path / "run"
+
+    def stop_after_first_epoch(state):
+        if state.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runs.train(digits_config(folder), callbacks=[stop_after_first_epoch])
+    with open(folder / "metrics.jsonl", "a") as file:
+        file.write('{"step": 23, "epoch": 1.04')  # a kill mid-write
+    orphans = [folder / ".summary.json.k3j2.tmp", folder / "checkpoints" / ".last.pt.x8w1.tmp"]
+    for orphan in orphans:
+        orphan.write_bytes(b"half a file")
+    runs.train(Config(out=str(folder), progress=False, log_every=1, evaluate=False, plot=False), resume=True)
+    assert [r["step"] for r in read_metrics(folder / "metrics.jsonl")] == list(range(1, 45))
+    assert not any(orphan.exists() for orphan in orphans)
+
+
+class NaNInSecondEpoch(Method):
+    """A loss that is finite for ``finite_steps`` steps, then NaN."""
+
+    def __init__(self, finite_steps):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+        self.finite_steps, self.steps = finite_steps, 0
+
+    def training_step(self, views, labels=None, validate=True):
+        self.steps += 1
+        scale = 1.0 if self.steps <= self.finite_steps else float("nan")
+        return {"loss": self.weight.sum() * scale}
+
+
+@pytest.mark.parametrize("finite_steps, message", [(0, "no checkpoint was written before it"),
+                                                   (2, "the checkpoint of epoch 1 in .* is the last good state")])
+def test_a_diverged_run_says_which_checkpoint_exists_on_a_closed_progress_bar(tmp_path, finite_steps, message):
+    from tqdm.auto import tqdm
+
+    method = NaNInSecondEpoch(finite_steps)
+    loader = DeviceLoader(torch.zeros(8, 1, 2, 2, dtype=torch.uint8), torch.zeros(8, dtype=torch.long), 4)
+    trainer = Trainer(method, lambda images, generator=None: [images.float()], loader,
+                      torch.optim.SGD(method.parameters(), lr=0.1), epochs=3, log_every=1, progress=True,
+                      out_dir=tmp_path / "run")
+    with pytest.raises(TrainingDiverged, match=message):
+        trainer.fit()
+    assert not getattr(tqdm, "_instances", set())  # no bar left open to glue the message onto
+
+
+# ----------------------------------------------------------------------------- killed, then resumed
+
+
+def cli_command(folder, epochs):
+    return [sys.executable, "-m", "contrastkit", "train", *TRAIN_ARGS, "--epochs", str(epochs), "device=cpu",
+            "--out", str(folder)]
+
+
+def start_training(folder, epochs, resume=False):
+    command = cli_command(folder, epochs) if not resume else [
+        sys.executable, "-m", "contrastkit", "train", "--out", str(folder), "--resume", "progress=false"]
+    env = dict(os.environ, PYTHONPATH=str(Path(runs.__file__).resolve().parents[1]), OMP_NUM_THREADS="1")
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def wait_for_steps(folder, steps, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    metrics = folder / "metrics.jsonl"
+    while time.monotonic() < deadline:
+        if metrics.exists() and len(read_metrics(metrics)) >= steps:
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"training ended early: {process.stderr.read().decode()}")
+        time.sleep(0.02)
+    raise AssertionError(f"no {steps} steps logged within {timeout} s")
+
+
+def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    epochs, steps_per_epoch = 4, 22
+    straight = tmp_path / "straight"
+    assert start_training(straight, epochs).wait(timeout=300) == 0
+    killed = tmp_path / "killed"
+    rng = random.Random(0)
+    process = start_training(killed, epochs)
+    for kill in range(3):
+        # Somewhere inside an epoch, past the previous kill's progress.
+        logged = len(read_metrics(killed / "metrics.jsonl")) if (killed / "metrics.jsonl").exists() else 0
+        wait_for_steps(killed, rng.randint(logged + 2, logged + steps_per_epoch), process)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        process = start_training(killed, epochs, resume=True)
+    assert process.wait(timeout=300) == 0, process.stderr.read().decode()
+    expected = load_checkpoint(straight / "checkpoints" / "last.pt")["method"]
+    actual = load_checkpoint(killed / "checkpoints" / "last.pt")["method"]
+    for key in expected:
+        assert torch.equal(actual[key], expected[key]), key
+    assert read_metrics(killed / "metrics.jsonl") and [r["step"] for r in read_metrics(killed / "metrics.jsonl")] \
+        == list(range(1, epochs * steps_per_epoch + 1))
+    assert not list(killed.rglob("*.tmp"))
