@@ -137,13 +137,26 @@ def _help_config(args: argparse.Namespace) -> str:
 
 def _list() -> str:
     from contrastkit.augment import list_presets
+    from contrastkit.augment.text_views import TEXT_PRESETS
     from contrastkit.data import list_datasets
-    from contrastkit.methods import list_methods
+    from contrastkit.data.text import list_text_datasets
+    from contrastkit.methods import METHODS, list_methods
     from contrastkit.models import HEADS, list_backbones
 
-    rows = {"methods": list_methods(), "datasets": list_datasets(), "backbones": list_backbones(),
-            "heads": list(HEADS), "presets": list_presets()}
-    return "\n".join(f"{name:<10} {', '.join(items)}" for name, items in rows.items())
+    def methods_for(kind: str) -> list[str]:
+        return [name for name in list_methods() if kind in METHODS.get(name).modalities]
+
+    rows = {
+        "image methods": methods_for("image"),
+        "image datasets": list_datasets(),
+        "backbones": list_backbones(),
+        "presets": list_presets(),
+        "text methods": methods_for("text"),
+        "text datasets": list_text_datasets(),
+        "text presets": list(TEXT_PRESETS),
+        "heads": list(HEADS),
+    }
+    return "\n".join(f"{name:<15} {', '.join(items)}" for name, items in rows.items())
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -39,6 +39,8 @@ class Config:
     projection_dim: int | None = None
     temperature: float | None = None
     similarity: str = "cosine"
+    pooling: str = "mean"  # text encoders: mean, cls or max over the token states
+    max_length: int | None = None  # text encoders: tokens kept per sentence
     # how to train
     epochs: int | None = None
     batch_size: int | None = None
@@ -46,7 +48,7 @@ class Config:
     lr: float | None = None
     momentum: float = 0.9
     weight_decay: float | None = None
-    warmup_epochs: float = 0.0
+    warmup_epochs: float | None = None
     seed: int = 0
     device: str = "auto"
     data_placement: str = "auto"  # device: whole uint8 dataset on the device; host: streamed from pinned memory
@@ -70,10 +72,10 @@ class Config:
 
 
 # Recipes fill what the user left unset, in this order of precedence (highest first): the dataset's
-# entry for the method ("methods"), the method's recipe for the image scale (Method.recipes: "small"
-# for sides up to 64 pixels, "large" above), the dataset's recipe, FALLBACKS. "lr_per_256" is scaled
-# linearly with the batch size. The MNIST recipe is sized to pretrain and evaluate within five
-# minutes on two CPU cores.
+# entry for the method ("methods"), the method's recipe for the data (Method.recipes: "small" for
+# images with sides up to 64 pixels, "large" above, "text" for text), the dataset's recipe,
+# FALLBACKS. "lr_per_256" is scaled linearly with the batch size where the recipe gives no "lr".
+# The MNIST recipe is sized to pretrain and evaluate within five minutes on two CPU cores.
 RECIPES: dict[str, dict[str, Any]] = {
     # Barlow Twins estimates a projection_dim^2 cross-correlation from one batch: with the small
     # CNN's batches a 512-d projector beat the CIFAR recipe's 2048-d one on digits (kNN 0.86 vs 0.56).
@@ -83,10 +85,19 @@ RECIPES: dict[str, dict[str, Any]] = {
     "digits": dict(image_side=8, backbone="small_cnn", epochs=10, batch_size=128, knn_k=20,
                    methods={"barlow_twins": dict(hidden_dim=512, projection_dim=512)}),
     "cifar10": dict(image_side=32, backbone="resnet18", cifar_stem=True, epochs=200, batch_size=512, knn_k=200),
+    # Text: fine-tune a pretrained sentence encoder (all-MiniLM-L6-v2 loads offline from its package).
+    # STS-B: 2 epochs of batch 16 take 6.5 minutes on two CPU cores and lift CoSENT's test Spearman
+    # from 0.820 to 0.858 (benchmarks/RESULTS.md); batch 64 for 4 epochs reached only 0.832.
+    "stsb": dict(backbone="hf:all-MiniLM-L6-v2", epochs=2, batch_size=16, knn_k=20, warmup_epochs=0.2,
+                 methods={"simcse_unsup": dict(epochs=1, batch_size=64)}),
+    "sst2": dict(backbone="hf:all-MiniLM-L6-v2", epochs=1, batch_size=64, knn_k=20, warmup_epochs=0.1),
+    "agnews": dict(backbone="hf:all-MiniLM-L6-v2", epochs=1, batch_size=64, knn_k=20, warmup_epochs=0.1),
 }
 DEFAULT_RECIPE: dict[str, Any] = dict(backbone="resnet18", epochs=100, batch_size=256, knn_k=200)
+DEFAULT_TEXT_RECIPE: dict[str, Any] = dict(backbone="hf:all-MiniLM-L6-v2", epochs=1, batch_size=64, knn_k=20,
+                                           warmup_epochs=0.1)
 FALLBACKS: dict[str, Any] = dict(optimizer="sgd", head="mlp2", projection_dim=128, weight_decay=5e-4,
-                                 lr_per_256=0.12)
+                                 lr_per_256=0.12, warmup_epochs=0.0, max_length=128)
 SMALL_IMAGE_SIDE = 64
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("sgd", "lars", "adamw"),
@@ -97,6 +108,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "similarity": ("cosine", "dot"),
     "embedding_method": ("auto", "tsne", "umap", "pca"),
     "head": ("identity", "linear", "mlp2", "mlp3"),
+    "pooling": ("mean", "cls", "max"),
 }
 # What each key means, for `contrastkit train --help-config`.
 DESCRIPTIONS: dict[str, str] = {
@@ -115,13 +127,15 @@ DESCRIPTIONS: dict[str, str] = {
     "projection_dim": "output width of the projection head",
     "temperature": "softmax temperature of contrastive losses; unset: the method has none",
     "similarity": "similarity of the contrastive losses",
+    "pooling": "text encoders: how token states become one sentence embedding",
+    "max_length": "text encoders: tokens kept per sentence (longer ones are truncated); unset: the recipe's",
     "epochs": "passes over the training set",
-    "batch_size": "images per step (each augmented into the method's views)",
+    "batch_size": "samples (images, sentences, pairs) per step, each made into the method's views",
     "optimizer": "optimizer",
     "lr": "peak learning rate (recipes: lr_per_256 * batch_size / 256)",
     "momentum": "SGD / LARS momentum, in [0, 1)",
     "weight_decay": "weight decay, >= 0",
-    "warmup_epochs": "linear warm-up before the cosine decay, in epochs",
+    "warmup_epochs": "linear warm-up before the cosine decay, in epochs; unset: the recipe's",
     "seed": "seed of the initial weights, the data order and the augmentations, in [0, 2**32)",
     "device": "auto, cpu, cuda or cuda:N",
     "data_placement": "device: the whole uint8 dataset on the device; host: streamed from pinned memory",
@@ -243,8 +257,21 @@ def save_yaml(config: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
-def image_scale(config: Config) -> str:
-    """"small" (CIFAR-size, side <= 64) or "large" (ImageNet-size): which method recipe applies."""
+def modality(dataset: str) -> str:
+    """"text" for text datasets (stsb, sst2, agnews, .txt/.tsv/.csv files, joins with +, hf:NAME),
+    "image" otherwise."""
+    from contrastkit.data.text import TEXT_DATASETS
+
+    if dataset in TEXT_DATASETS.names() or "+" in dataset or dataset.startswith("hf:"):
+        return "text"
+    return "text" if Path(dataset).suffix.lower() in (".txt", ".tsv", ".csv") else "image"
+
+
+def recipe_key(config: Config) -> str:
+    """Which of a method's recipes applies: "text", or for images "small" (CIFAR-size, side <= 64)
+    or "large" (ImageNet-size)."""
+    if modality(config.dataset) == "text":
+        return "text"
     side = config.image_size or RECIPES.get(config.dataset, {}).get("image_side")
     return "small" if side is not None and side <= SMALL_IMAGE_SIDE else "large"
 
@@ -254,10 +281,15 @@ def resolve(config: Config) -> Config:
     from contrastkit.methods import METHODS
 
     method = METHODS.get(config.method)
-    dataset_recipe = dict(RECIPES.get(config.dataset, DEFAULT_RECIPE))
+    kind = modality(config.dataset)
+    if kind not in method.modalities:
+        raise ConfigError(f"{config.method} trains on {' or '.join(method.modalities)} data, but {config.dataset!r} is "
+                          f"{kind}; choose a {kind} method (contrastkit list) or another dataset.")
+    default = DEFAULT_TEXT_RECIPE if kind == "text" else DEFAULT_RECIPE
+    dataset_recipe = dict(RECIPES.get(config.dataset, default))
     dataset_recipe.pop("image_side", None)
     per_method = dataset_recipe.pop("methods", {}).get(config.method, {})
-    recipe = {**FALLBACKS, **dataset_recipe, **method.recipes[image_scale(config)], **per_method}
+    recipe = {**FALLBACKS, **dataset_recipe, **method.recipes.get(recipe_key(config), {}), **per_method}
     lr_per_256 = recipe.pop("lr_per_256")
     options = {**recipe.pop("method_options", {}), **config.method_options}
     filled = {key: value for key, value in recipe.items() if getattr(config, key) is None}
@@ -282,8 +314,8 @@ def validate(config: Config) -> None:
         value = getattr(config, key)
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key} must be a finite number, got {value}.")
-    positive = ("epochs", "batch_size", "image_size", "hidden_dim", "projection_dim", "log_every", "knn_k",
-                "plot_points")
+    positive = ("epochs", "batch_size", "image_size", "hidden_dim", "projection_dim", "max_length", "log_every",
+                "knn_k", "plot_points")
     for key in positive:
         value = getattr(config, key)
         if value is not None and value < 1:
@@ -300,5 +332,6 @@ def validate(config: Config) -> None:
         raise ConfigError(f"momentum must lie in [0, 1), got {config.momentum}; recipes use 0.9.")
     if not 0 <= config.seed < 2**32:
         raise ConfigError(f"seed must lie in [0, 2**32), got {config.seed}.")
-    if config.warmup_epochs < 0 or (config.epochs is not None and config.warmup_epochs > config.epochs):
+    warmup = config.warmup_epochs or 0.0
+    if warmup < 0 or (config.epochs is not None and warmup > config.epochs):
         raise ConfigError(f"warmup_epochs must lie in [0, epochs], got {config.warmup_epochs}.")

@@ -3,6 +3,11 @@
 A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``tensorboard/``,
 ``checkpoints/last.pt``, ``plots/*.png`` and ``summary.json`` (the final evaluation); what it
 guarantees (one writer, no foreign files overwritten, atomic files) is :mod:`contrastkit.run_folder`'s.
+
+One core serves every modality: the config's dataset decides whether the run is an image run
+(uint8 tensors, a backbone, a MultiView preset, kNN and linear probes beside raw pixels) or a text
+run (sentences, an ``hf:`` encoder, text views, STS / linear-probe / retrieval scores beside the
+encoder before training); the trainer and the methods see only batches, views and labels.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ import torch
 
 from contrastkit import config as config_module
 from contrastkit import run_folder
-from contrastkit.augment import MultiView, preset
+from contrastkit.augment import MultiView, TextViews, preset, text_preset
 from contrastkit.config import Config
-from contrastkit.data import DatasetSplits, create_loader, load_dataset
-from contrastkit.errors import ContrastkitError
-from contrastkit.evaluate import (classification_metrics, extract_features, knn_predict, linear_probe,
-                                  plot_embedding, plot_training_curves)
+from contrastkit.data import DatasetSplits, TextLoader, TextSplits, create_loader, load_dataset, load_text_dataset
+from contrastkit.data.text import TEXT_DATASETS
+from contrastkit.errors import ContrastkitError, DatasetError
+from contrastkit.evaluate import (classification_metrics, extract_features, extract_text_features, knn_predict,
+                                  linear_probe, plot_embedding, plot_training_curves, retrieval_recall, sts_spearman)
 from contrastkit.methods import METHODS, Method
 from contrastkit.models import create_backbone
+from contrastkit.models.text import DEFAULT_TEXT_ENCODER
 from contrastkit.train import Trainer, TrainerState, create_optimizer, load_checkpoint, read_metrics, write_atomic
 
 
@@ -53,13 +60,36 @@ def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
 
 
 class Run:
-    """Everything built from one resolved config: data, augmentations and the method."""
+    """Everything built from one resolved config: data, views and the method, for its modality."""
 
-    def __init__(self, config: Config, splits: DatasetSplits | None = None) -> None:
+    def __init__(self, config: Config, splits: DatasetSplits | TextSplits | None = None) -> None:
         self.config = config
         self.device = pick_device(config.device)
-        self.splits = splits or load_dataset(config.dataset, root=config.data_root, image_size=config.image_size)
+        self.modality = config_module.modality(config.dataset)
+        self.precision = config.precision if config.precision != "auto" else (
+            "bf16" if self.device.type == "cuda" else "fp32")
         method_class = METHODS.get(config.method)
+        if self.modality == "text":
+            self._build_text(config, method_class, splits)
+        else:
+            self._build_image(config, method_class, splits)
+
+    def _build_text(self, config: Config, method_class: type[Method], splits: TextSplits | None) -> None:
+        if not config.backbone.startswith("hf:"):
+            raise ContrastkitError(f"{config.dataset} is a text dataset, so its encoder is a Hugging Face model: "
+                                   f"backbone=hf:NAME (e.g. {DEFAULT_TEXT_ENCODER}), not {config.backbone!r}.")
+        self.splits = splits or load_text_dataset(config.dataset, root=config.data_root)
+        torch.manual_seed(config.seed)
+        backbone = create_backbone(config.backbone, pooling=config.pooling, max_length=config.max_length)
+        self.method: Method = method_class.from_config(backbone, config).to(self.device)
+        self.augment: MultiView | TextViews = text_preset(config.preset or "dropout", backbone.tokenize,
+                                                          device=self.device)
+
+    def _build_image(self, config: Config, method_class: type[Method], splits: DatasetSplits | None) -> None:
+        if config.backbone.startswith("hf:"):
+            raise ContrastkitError(f"backbone {config.backbone} is a text encoder, but {config.dataset} holds images; "
+                                   "choose an image backbone (contrastkit list) or a text dataset.")
+        self.splits = splits or load_dataset(config.dataset, root=config.data_root, image_size=config.image_size)
         if method_class.requires_labels and len(self.splits.classes) < 2:
             raise ContrastkitError(f"{config.method} is supervised and needs class labels, but {config.dataset} has "
                                    f"{len(self.splits.classes)} class; give an ImageFolder tree with one folder per "
@@ -67,16 +97,14 @@ class Run:
         torch.manual_seed(config.seed)
         backbone = create_backbone(config.backbone, in_channels=self.splits.channels,
                                    cifar_stem=bool(config.cifar_stem))
-        self.method: Method = method_class.from_config(backbone, config).to(self.device)
+        self.method = method_class.from_config(backbone, config).to(self.device)
         base_views = preset(config.preset or self.splits.default_preset,
                             size=config.image_size or self.splits.image_size, mean=self.splits.mean,
                             std=self.splits.std, **config.preset_options)
         # On the device: the normalisation constants would otherwise be copied there at every batch.
-        self.augment: MultiView = self.method.configure_views(base_views).to(self.device)
+        self.augment = self.method.configure_views(base_views).to(self.device)
         self.augment.backend = config.augment_backend
         self.augment.channels_last = config.channels_last  # the views are made in the model's layout
-        self.precision = config.precision if config.precision != "auto" else (
-            "bf16" if self.device.type == "cuda" else "fp32")
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "Run":
@@ -92,8 +120,15 @@ class Run:
         return run
 
     def features(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frozen backbone features (float32, CPU) and labels of the train or test split."""
+        """Frozen backbone features (float32, CPU) and labels (zeros where there are none) of the
+        train or test split; for text, of the split's (first) sentences."""
         data = getattr(self.splits, split)
+        if data is None:
+            raise ContrastkitError(f"{self.config.dataset} has no {split} split; embed its train split instead.")
+        if self.modality == "text":
+            features = extract_text_features(self.method.backbone, data.texts, device=self.device)
+            labels = data.labels if data.labels is not None else torch.zeros(len(data), dtype=torch.long)
+            return features, labels
         features = extract_features(self.method.backbone, data.images, self.augment.eval_view,
                                     device=self.device, channels_last=self.config.channels_last)
         return features, data.labels
@@ -138,10 +173,13 @@ def _train_locked(config: Config, out_dir: Path, resume: bool,
     run = Run(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     config_module.save_yaml(config, out_dir / "config.yaml")
-    if run.splits.skipped:
+    if getattr(run.splits, "skipped", 0):
         print(f"note: {run.splits.skipped} unreadable image(s) were skipped")
-    loader = create_loader(run.splits.train.images, run.splits.train.labels, config.batch_size,
-                           device=run.device, seed=config.seed, placement=config.data_placement)
+    if run.modality == "text":
+        loader = TextLoader(run.splits.train, config.batch_size, device=run.device, seed=config.seed)
+    else:
+        loader = create_loader(run.splits.train.images, run.splits.train.labels, config.batch_size,
+                               device=run.device, seed=config.seed, placement=config.data_placement)
     # Momentum (teacher) encoders are updated by the method, never by the optimizer.
     trainable = [parameter for parameter in run.method.parameters() if parameter.requires_grad]
     optimizer = create_optimizer(config.optimizer, trainable, lr=config.lr,
@@ -150,7 +188,7 @@ def _train_locked(config: Config, out_dir: Path, resume: bool,
                       warmup_epochs=config.warmup_epochs, out_dir=out_dir, precision=run.precision,
                       channels_last=config.channels_last, compile=config.compile, compile_mode=config.compile_mode,
                       log_every=config.log_every, progress=config.progress, callbacks=callbacks)
-    print(f"training {config.method} on {config.dataset} ({len(run.splits.train)} images) with "
+    print(f"training {config.method} on {config.dataset} ({len(run.splits.train)} samples) with "
           f"{config.backbone} on {run.device}, {config.epochs} epochs of {len(loader)} steps -> {out_dir}",
           flush=True)
     try:
@@ -186,6 +224,8 @@ def evaluate(run: Run, out_dir: Path, protocols: Sequence[str] = PROTOCOLS) -> d
     for protocol in protocols:
         if protocol not in PROTOCOLS:
             raise ContrastkitError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}.")
+    if run.modality == "text":
+        return _evaluate_text(run, out_dir)
     config, start = run.config, time.perf_counter()
     num_classes = len(run.splits.classes)
     if num_classes < 2:
@@ -212,12 +252,95 @@ def evaluate(run: Run, out_dir: Path, protocols: Sequence[str] = PROTOCOLS) -> d
             metrics = classification_metrics(test_labels, predicted, num_classes=num_classes)
             results.update({f"{prefix}{protocol}_{key}": round(value, 4) for key, value in metrics.items()})
     results["eval_seconds"] = round(time.perf_counter() - start, 2)
+    print(format_results(results, protocols, config.raw_baseline), flush=True)
+    return _add_to_summary(results, out_dir)
+
+
+def _add_to_summary(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     summary_path = out_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     summary.update(results)
     _write_json_atomic(summary, summary_path)
-    print(format_results(results, protocols, config.raw_baseline), flush=True)
     return summary
+
+
+# A linear probe on a fixed random subset of this many training sentences keeps a text evaluation
+# to minutes on a CPU (SST-2 has 67k).
+PROBE_TRAIN_LIMIT = 20_000
+# STS-B pairs scored at least this (of 5) are near-paraphrases: the pairs retrieval is scored on.
+PARAPHRASE_SCORE = 4.0
+
+
+def text_eval_sets(config: Config, splits: TextSplits) -> dict[str, TextSplits]:
+    """What a text run is scored on: each named part of its dataset that has a test split, and
+    STS-B whenever it can be loaded from ``data_root`` (the common yardstick of sentence encoders)."""
+    sets = {config.dataset: splits} if splits.test is not None else {}
+    for name in config.dataset.split("+"):
+        if name != config.dataset and name in TEXT_DATASETS.names():
+            sets[name] = load_text_dataset(name, root=config.data_root)
+    if "stsb" not in sets:
+        try:
+            sets["stsb"] = load_text_dataset("stsb", root=config.data_root)
+        except DatasetError:
+            print("note: STS-B is not under data_root, so the run is not scored on it", flush=True)
+    return {name: data for name, data in sets.items() if data.test is not None}
+
+
+def score_text_encoder(encoder: torch.nn.Module, sets: dict[str, TextSplits], *, device: torch.device,
+                       linear_weight_decay: float = 1e-3, seed: int = 0) -> dict[str, float]:
+    """STS Spearman (scored pairs), linear-probe top-1 and macro-F1 (labelled sentences) and
+    retrieval recall@1/5/10 (pairs) of ``encoder`` on each test split, keyed ``<dataset>_<metric>``."""
+    results: dict[str, float] = {}
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        return extract_text_features(encoder, texts, device=device)
+
+    for name, splits in sets.items():
+        test = splits.test
+        if test.pairs is not None:
+            first, second = embed(test.texts), embed(test.pairs)
+            near = slice(None)
+            if test.scores is not None:
+                results[f"{name}_spearman"] = round(sts_spearman(first, second, test.scores), 4)
+                near = test.scores >= PARAPHRASE_SCORE
+            results.update({f"{name}_{key}": round(value, 4)
+                            for key, value in retrieval_recall(first[near], second[near]).items()})
+        elif test.labels is not None:
+            train = splits.train
+            rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:PROBE_TRAIN_LIMIT]
+            train_x = embed([train.texts[row] for row in rows.tolist()])
+            predicted = linear_probe(train_x, train.labels[rows], embed(test.texts), num_classes=len(splits.classes),
+                                     weight_decay=linear_weight_decay)
+            metrics = classification_metrics(test.labels, predicted, num_classes=len(splits.classes))
+            results[f"{name}_linear_top1"] = round(metrics["top1"], 4)
+            results[f"{name}_linear_f1"] = round(metrics["f1"], 4)
+    return results
+
+
+def _evaluate_text(run: Run, out_dir: Path) -> dict[str, Any]:
+    """The text run's scores beside the encoder's before training (``raw_baseline``)."""
+    config, start = run.config, time.perf_counter()
+    sets = text_eval_sets(config, run.splits)
+    if not sets:
+        print(f"note: nothing to score {config.dataset} on (no test split, no STS-B under data_root)", flush=True)
+        return _add_to_summary({}, out_dir)
+    results = score_text_encoder(run.method.backbone, sets, device=run.device,
+                                 linear_weight_decay=config.linear_weight_decay, seed=config.seed)
+    if config.raw_baseline:
+        base = create_backbone(config.backbone, pooling=config.pooling, max_length=config.max_length).to(run.device)
+        results.update({f"base_{key}": value for key, value in score_text_encoder(
+            base, sets, device=run.device, linear_weight_decay=config.linear_weight_decay, seed=config.seed).items()})
+    results["eval_seconds"] = round(time.perf_counter() - start, 2)
+    lines = [f"{'metric':<28}{'encoder':>9}" + (f"{'base model':>12}" if config.raw_baseline else "")]
+    for key, value in results.items():
+        if key.startswith("base_") or key == "eval_seconds":
+            continue
+        line = f"{key:<28}{value:>9.4f}"
+        if config.raw_baseline:
+            line += f"{results[f'base_{key}']:>12.4f}"
+        lines.append(line)
+    print("\n".join(lines), flush=True)
+    return _add_to_summary(results, out_dir)
 
 
 def format_results(results: dict[str, Any], protocols: Sequence[str], raw: bool) -> str:
@@ -239,10 +362,14 @@ def plot(run: Run, out_dir: Path) -> list[Path]:
     metrics = out_dir / "metrics.jsonl"
     if metrics.exists():
         written.append(plot_training_curves(read_metrics(metrics), plots / "training.png"))
-    features, labels = run.features("test")
-    written.append(plot_embedding(features, labels, plots / "embedding.png", method=run.config.embedding_method,
-                                  max_points=run.config.plot_points, class_names=run.splits.classes,
-                                  seed=run.config.seed, title=f"{run.config.method} on {run.config.dataset}"))
+    test = run.splits.test
+    if test is None or (run.modality == "text" and test.labels is None):
+        print("note: no labelled test split, so no embedding plot", flush=True)
+    else:
+        features, labels = run.features("test")
+        written.append(plot_embedding(features, labels, plots / "embedding.png", method=run.config.embedding_method,
+                                      max_points=run.config.plot_points, class_names=run.splits.classes,
+                                      seed=run.config.seed, title=f"{run.config.method} on {run.config.dataset}"))
     for path in written:
         print(f"wrote {path}")
     return written

@@ -59,7 +59,7 @@ def test_bad_embedding_inputs(tmp_path):
 
 def test_training_curves_skip_missing_keys(tmp_path):
     records = [
-        {"step": s, "epoch": s / 50, "loss": 5.0 / (s + 1), "images_per_second": 1500.0} for s in range(0, 100, 10)
+        {"step": s, "epoch": s / 50, "loss": 5.0 / (s + 1), "samples_per_second": 1500.0} for s in range(0, 100, 10)
     ]
     records[3]["lr"] = 0.1  # only one record logs lr
     records.append({"epoch": 2.0, "loss": 0.1})  # no step: skipped

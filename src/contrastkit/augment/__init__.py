@@ -1,4 +1,5 @@
-"""Batched, device-agnostic image augmentations and named multi-view presets."""
+"""Augmentations: batched, device-agnostic image ops and named multi-view presets; sentence
+transforms and the tokenized views of text batches."""
 
 from contrastkit.augment.image import (
     BatchTransform,
@@ -16,8 +17,12 @@ from contrastkit.augment.image import (
     to_float,
 )
 from contrastkit.augment.presets import MultiView, list_presets, multicrop, preset, register_preset
+from contrastkit.augment.text import (Paraphrase, RandomMask, SynonymReplacement, TextCompose, TextTransform,
+                                      WordDeletion, WordSwap)
+from contrastkit.augment.text_views import TEXT_PRESETS, TextViews, text_preset
 
 __all__ = [
+    "TEXT_PRESETS",
     "BatchTransform",
     "ColorJitter",
     "Compose",
@@ -25,15 +30,24 @@ __all__ = [
     "GaussianBlur",
     "MultiView",
     "Normalize",
+    "Paraphrase",
     "RandomGrayscale",
     "RandomHorizontalFlip",
+    "RandomMask",
     "RandomResizedCrop",
     "RandomRotation",
     "RandomSolarize",
+    "SynonymReplacement",
+    "TextCompose",
+    "TextTransform",
+    "TextViews",
+    "WordDeletion",
+    "WordSwap",
     "list_presets",
     "multicrop",
     "params_to",
     "preset",
     "register_preset",
+    "text_preset",
     "to_float",
 ]

@@ -8,7 +8,7 @@ generators differ, so nothing random is drawn on the device).
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -27,35 +27,36 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
 
 
 class BatchLoader:
-    """What every loader shares: the checks, the batch count, and the (seed, epoch) -> order rule.
+    """What every loader shares, whatever the modality: the checks, the batch count, and the
+    (seed, epoch) -> order rule.
 
-    Subclasses decide where the dataset lives and implement ``epoch(epoch)``.
+    Subclasses decide where the dataset lives and what a batch is (a uint8 image tensor, a tuple of
+    sentence lists...), and implement ``epoch(epoch)``, which yields ``(batch, labels)``.
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, *,
-                 device: str | torch.device = "cpu", seed: int = 0, drop_last: bool = True) -> None:
+    def __init__(self, num_samples: int, batch_size: int, *, device: str | torch.device = "cpu", seed: int = 0,
+                 drop_last: bool = True) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
-        if drop_last and batch_size > images.shape[0]:
-            raise ConfigError(f"batch_size {batch_size} is larger than the dataset ({images.shape[0]} "
-                              f"images); use batch_size <= {images.shape[0]}.")
+        if drop_last and batch_size > num_samples:
+            raise ConfigError(f"batch_size {batch_size} is larger than the dataset ({num_samples} samples); use "
+                              f"batch_size <= {num_samples}.")
+        self.num_samples = num_samples
         self.device = torch.device(device)
-        self.images = images
-        self.labels = labels
         self.batch_size = batch_size
         self.seed = seed
         self.drop_last = drop_last
 
     def __len__(self) -> int:
-        count, rest = divmod(self.images.shape[0], self.batch_size)
+        count, rest = divmod(self.num_samples, self.batch_size)
         return count if self.drop_last or rest == 0 else count + 1
 
     def batch_indices(self, epoch: int) -> list[Tensor]:
         """The epoch's shuffled index batches (CPU int64), a function of (seed, epoch) only."""
-        order = torch.randperm(self.images.shape[0], generator=epoch_generator(self.seed, epoch))
+        order = torch.randperm(self.num_samples, generator=epoch_generator(self.seed, epoch))
         return list(order[:len(self) * self.batch_size].split(self.batch_size))
 
-    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def epoch(self, epoch: int) -> Iterator[tuple[Any, Tensor]]:
         raise NotImplementedError
 
 
@@ -70,7 +71,7 @@ class DeviceLoader(BatchLoader):
 
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, *,
                  device: str | torch.device = "cpu", seed: int = 0, drop_last: bool = True) -> None:
-        super().__init__(images, labels, batch_size, device=device, seed=seed, drop_last=drop_last)
+        super().__init__(images.shape[0], batch_size, device=device, seed=seed, drop_last=drop_last)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
 

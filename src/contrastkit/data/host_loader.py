@@ -34,7 +34,8 @@ class HostLoader(BatchLoader):
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, *,
                  device: str | torch.device = "cpu", seed: int = 0, drop_last: bool = True,
                  prefetch: int = 3) -> None:
-        super().__init__(images.cpu(), labels.cpu(), batch_size, device=device, seed=seed, drop_last=drop_last)
+        super().__init__(images.shape[0], batch_size, device=device, seed=seed, drop_last=drop_last)
+        self.images, self.labels = images.cpu(), labels.cpu()
         if prefetch < 1:
             raise ConfigError(f"prefetch must be >= 1, got {prefetch}.")
         self.prefetch = prefetch

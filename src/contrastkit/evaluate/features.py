@@ -1,8 +1,8 @@
-"""Run a frozen encoder over a tensor of images and collect its features."""
+"""Run a frozen encoder over a dataset (a tensor of images, a list of sentences) and collect its features."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -79,6 +79,42 @@ def extract_features(
             if out is None:
                 out = torch.empty((n, feats.shape[1]), dtype=torch.float32)
             out[start : start + feats.shape[0]] = feats
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    assert out is not None
+    return out
+
+
+def extract_text_features(encoder: nn.Module, texts: Sequence[str], *, batch_size: int = 256,
+                          device: str | torch.device | None = None, autocast: bool = True) -> Tensor:
+    """Encode ``texts`` with a text encoder (``tokenize`` and ``forward``, as
+    :class:`contrastkit.models.text.TextEncoder`) and return float32 features (N, D) on the CPU,
+    in the order of ``texts``.
+
+    Sentences are encoded in order of length, so that a batch pads to similar lengths (much less
+    padding to compute on a CPU), in eval mode under ``torch.inference_mode`` (bf16 autocast on
+    CUDA unless ``autocast=False``); the encoder's train/eval flags are restored afterwards.
+    """
+    if isinstance(texts, str) or not len(texts):
+        raise InputError("texts must be a non-empty list of sentences.")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+    device = torch.device(device) if device is not None else _default_device(encoder)
+    use_autocast = autocast and device.type == "cuda"
+    order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
+    modes = [(module, module.training) for module in encoder.modules()]
+    encoder.eval()
+    out: Tensor | None = None
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
+                tokens = {key: value.to(device) for key, value in encoder.tokenize([texts[i] for i in chunk]).items()}
+                feats = encoder(tokens).float().cpu()
+            if out is None:
+                out = torch.empty((len(texts), feats.shape[1]), dtype=torch.float32)
+            out[torch.tensor(chunk)] = feats
     finally:
         for module, mode in modes:
             module.training = mode

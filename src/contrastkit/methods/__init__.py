@@ -8,9 +8,11 @@ from contrastkit.methods.moco import MoCoV2, MoCoV3
 from contrastkit.methods.redundancy import BarlowTwins, VICReg
 from contrastkit.methods.registry import METHODS, list_methods, register_method
 from contrastkit.methods.simclr import SimCLR
+from contrastkit.methods.simcse import CoSENT, SimCSE, SimCSEUnsup
 from contrastkit.methods.simsiam import SimSiam
 from contrastkit.methods.supcon import SupCon
 from contrastkit.methods.swav import SwAV
 
-__all__ = ["BYOL", "DINO", "METHODS", "BarlowTwins", "Method", "MoCoV2", "MoCoV3", "MomentumMethod", "Progress",
-           "SimCLR", "SimSiam", "SupCon", "SwAV", "VICReg", "forward_views", "list_methods", "register_method"]
+__all__ = ["BYOL", "CoSENT", "DINO", "METHODS", "BarlowTwins", "Method", "MoCoV2", "MoCoV3", "MomentumMethod",
+           "Progress", "SimCLR", "SimCSE", "SimCSEUnsup", "SimSiam", "SupCon", "SwAV", "VICReg", "forward_views",
+           "list_methods", "register_method"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -47,20 +47,42 @@ class Progress:
         return self.step / self.total_steps
 
 
-def forward_views(module: Callable[[Tensor], Tensor], views: Sequence[Tensor]) -> list[Tensor]:
+View = Union[Tensor, Mapping[str, Tensor]]
+
+
+def _shape(view: View) -> Any:
+    """What must match for views to share a forward pass: the tensor's shape, or every key's."""
+    if isinstance(view, Tensor):
+        return view.shape
+    return tuple((key, value.shape) for key, value in sorted(view.items()))
+
+
+def _rows(view: View) -> int:
+    return view.shape[0] if isinstance(view, Tensor) else next(iter(view.values())).shape[0]
+
+
+def _concatenate(views: Sequence[View]) -> View:
+    if isinstance(views[0], Tensor):
+        return torch.cat(list(views))
+    return {key: torch.cat([view[key] for view in views]) for key in views[0]}
+
+
+def forward_views(module: Callable[[Any], Tensor], views: Sequence[View]) -> list[Tensor]:
     """``module`` applied to each view, running consecutive views of one shape as a single batch.
 
-    One forward pass per resolution keeps batch-norm statistics shared across the views (as the
-    papers' implementations do) and feeds the device large batches; multi-crop's global and local
-    crops form two groups.
+    A view is an image tensor or a dict of tensors (a tokenized text batch: ``input_ids``,
+    ``attention_mask``, ...). One forward pass per shape keeps batch-norm statistics shared across
+    the views (as the papers' implementations do) and feeds the device large batches; multi-crop's
+    global and local crops form two groups, and SimCSE's two copies of a sentence batch go through
+    together with their own dropout masks.
     """
     outputs: list[Tensor] = []
     start = 0
     while start < len(views):
         end = start + 1
-        while end < len(views) and views[end].shape == views[start].shape:
+        while end < len(views) and _shape(views[end]) == _shape(views[start]):
             end += 1
-        outputs.extend(module(torch.cat(list(views[start:end]))).split(views[start].shape[0]))
+        outputs.extend(module(_concatenate(views[start:end])).split(_rows(views[start])))
         start = end
     return outputs
 
@@ -95,23 +117,28 @@ class Method(nn.Module):
     ``training_step`` and ``from_config``, and declare:
 
     * ``requires_labels``: the method needs class labels (SupCon);
+    * ``modalities``: the kinds of data it trains on, ``"image"`` and/or ``"text"``;
     * ``default_options``: the method's own settings with their defaults (``method_options`` in a
       config), e.g. MoCo's queue size;
     * ``recipes``: config values for CIFAR-size (``"small"``, side <= 64) and ImageNet-size
-      (``"large"``) images, filled in where the user left a key unset.
+      (``"large"``) images and for text (``"text"``), filled in where the user left a key unset.
+
+    A view is whatever the modality's augmentation makes (an image tensor, a dict of token
+    tensors); the backbone takes it as it is.
     """
 
     requires_labels: ClassVar[bool] = False
+    modalities: ClassVar[tuple[str, ...]] = ("image",)
     default_options: ClassVar[dict[str, Any]] = {}
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"small": {}, "large": {}}
 
     backbone: nn.Module
 
-    def forward(self, images: Tensor) -> Tensor:
+    def forward(self, batch: Any) -> Tensor:
         """Backbone features (the representation used downstream)."""
-        return self.backbone(images)
+        return self.backbone(batch)
 
-    def training_step(self, views: Sequence[Tensor], labels: Tensor | None = None, *,
+    def training_step(self, views: Sequence[Any], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:
         """Losses of one batch given its augmented views; ``"loss"`` is the one to minimise."""
         raise NotImplementedError

@@ -27,9 +27,13 @@ class SimCLR(Method):
         >>> model.training_step(views)["loss"].backward()
     """
 
+    modalities = ("image", "text")
     recipes = {"small": dict(temperature=0.5, head="mlp2", projection_dim=128, lr_per_256=0.12, weight_decay=5e-4),
                "large": dict(temperature=0.1, head="mlp2", hidden_dim=2048, projection_dim=128, optimizer="lars",
-                             lr_per_256=0.3, weight_decay=1e-6)}
+                             lr_per_256=0.3, weight_decay=1e-6),
+               # Augmented sentences (word deletion and swaps) in SimCLR's manner.
+               "text": dict(temperature=0.05, head="identity", preset="eda", optimizer="adamw", lr=3e-5,
+                            weight_decay=0.01)}
 
     def __init__(self, backbone: nn.Module, projection_head: nn.Module, temperature: float = 0.5,
                  similarity: str = "cosine") -> None:
@@ -38,12 +42,12 @@ class SimCLR(Method):
         self.projection_head = projection_head
         self.criterion = InfoNCELoss(temperature=temperature, similarity=similarity)
 
-    def project(self, images: Tensor) -> Tensor:
-        return self.projection_head(self.backbone(images))
+    def project(self, batch: Any) -> Tensor:
+        return self.projection_head(self.backbone(batch))
 
-    def training_step(self, views: Sequence[Tensor], labels: Tensor | None = None, *,
+    def training_step(self, views: Sequence[Any], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:
-        """NT-Xent over all views (each (B, C, H, W)); labels are not used."""
+        """NT-Xent over all views (image tensors or token dicts); labels are not used."""
         return {"loss": self.criterion(*forward_views(self.project, views), validate=validate)}
 
     @classmethod

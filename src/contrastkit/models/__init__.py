@@ -1,10 +1,13 @@
-"""Backbones, heads and the building blocks of momentum / queue methods."""
+"""Backbones (image networks, Hugging Face text encoders), heads, and the building blocks of
+momentum / queue methods and of GradCache."""
 
 from contrastkit.models.backbones import SmallCNN, create_backbone, list_backbones, register_backbone
+from contrastkit.models.grad_cache import cached_embeddings, grad_cache_step
 from contrastkit.models.heads import HEADS, DINOHead, MLPHead, Prototypes, create_head
 from contrastkit.models.memory import MemoryQueue
 from contrastkit.models.momentum import cosine_momentum, ema_update, momentum_copy
+from contrastkit.models.text import TextEncoder, pool
 
-__all__ = ["HEADS", "DINOHead", "MLPHead", "MemoryQueue", "Prototypes", "SmallCNN", "cosine_momentum",
-           "create_backbone", "create_head", "ema_update", "list_backbones", "momentum_copy",
-           "register_backbone"]
+__all__ = ["HEADS", "DINOHead", "MLPHead", "MemoryQueue", "Prototypes", "SmallCNN", "TextEncoder", "cached_embeddings",
+           "cosine_momentum", "create_backbone", "create_head", "ema_update", "grad_cache_step", "list_backbones",
+           "momentum_copy", "pool", "register_backbone"]

@@ -1,9 +1,11 @@
-"""Backbones: a registry of encoders that map images to feature vectors.
+"""Backbones: a registry of encoders that map a batch to feature vectors.
 
-Every backbone returned by :func:`create_backbone` maps (B, C, H, W) to (B, feature_dim) and
-carries ``feature_dim``. Names: ``small_cnn`` (MNIST-size images, fast on a CPU), torchvision's
-``resnet18/34/50`` (``cifar_stem=True`` swaps the 7x7 stride-2 stem and max-pool for a 3x3
-stride-1 conv, as used for 32x32 images), and any timm model as ``timm:<name>``.
+Every backbone returned by :func:`create_backbone` maps a batch to (B, feature_dim) and carries
+``feature_dim``. Image names, for (B, C, H, W) batches: ``small_cnn`` (MNIST-size images, fast on a
+CPU), torchvision's ``resnet18/34/50`` (``cifar_stem=True`` swaps the 7x7 stride-2 stem and
+max-pool for a 3x3 stride-1 conv, as used for 32x32 images), and any timm model as
+``timm:<name>``. Text: any Hugging Face transformer as ``hf:<name or path>``
+(:class:`contrastkit.models.text.TextEncoder`, for tokenized batches).
 """
 
 from __future__ import annotations
@@ -109,6 +111,10 @@ def create_backbone(name: str, *, in_channels: int = 3, cifar_stem: bool = False
     if cifar_stem and not name.startswith("resnet"):
         raise ConfigError(f"cifar_stem applies to the torchvision ResNets only, not to {name!r}; "
                           "drop it (a timm model is configured through its own arguments).")
+    if name.startswith("hf:"):
+        from contrastkit.models.text import TextEncoder
+
+        return TextEncoder(name[len("hf:"):], **kwargs)
     if name.startswith("timm:"):
         return _TimmBackbone(name[len("timm:"):], in_channels, **kwargs)
     builder = BACKBONES.get(name)
@@ -118,5 +124,6 @@ def create_backbone(name: str, *, in_channels: int = 3, cifar_stem: bool = False
 
 
 def list_backbones() -> list[str]:
-    """Registered backbone names; any timm model is also available as ``timm:<name>``."""
-    return BACKBONES.names() + ["timm:<any timm model>"]
+    """Registered backbone names; any timm model is also available as ``timm:<name>``, any Hugging
+    Face transformer as ``hf:<name>``."""
+    return BACKBONES.names() + ["timm:<any timm model>", "hf:<any Hugging Face model> (text)"]

@@ -1,4 +1,8 @@
-"""The training loop: augment on the device, step, log every N steps, checkpoint every epoch.
+"""The training loop, for any modality: views of each batch, step, log every N steps, checkpoint every epoch.
+
+A batch is whatever the loader yields (a uint8 image tensor, a tuple of sentence lists) and a view
+whatever the augmentation makes of it (an image tensor, a dict of token tensors); the loop only
+passes them on, to the augmentation and then to the method.
 
 The loop reads the loss back to the host only every ``log_every`` steps and nothing else in a step
 waits for the device (augmentation parameters are drawn on the CPU and copied without blocking), so
@@ -62,8 +66,8 @@ class Trainer:
         method: a :class:`contrastkit.methods.Method` (``training_step(views, labels, validate=...)
             -> {"loss": ...}`` and the step hooks).
         augment: a preset's :class:`MultiView` (its parameters are drawn on the CPU, its ``apply``
-            compiled with the step), or any callable mapping a uint8 batch and a generator to views.
-        loader: shuffled uint8 batches on the training device.
+            compiled with the step), or any callable mapping a batch and a CPU generator to views.
+        loader: shuffled ``(batch, labels)`` on the training device.
         optimizer: its param groups' ``lr`` is the peak; the cosine schedule scales it per step.
         out_dir: run folder for metrics.jsonl, tensorboard/ and checkpoints/ (None: keep nothing).
         precision: "fp32", "bf16" or "fp16" (autocast; fp16 adds gradient scaling).
@@ -73,7 +77,7 @@ class Trainer:
         callbacks: called with the state after every epoch's checkpoint.
     """
 
-    def __init__(self, method: nn.Module, augment: Callable[..., Sequence[Tensor]], loader: BatchLoader,
+    def __init__(self, method: nn.Module, augment: Callable[..., Sequence[Any]], loader: BatchLoader,
                  optimizer: torch.optim.Optimizer, *, epochs: int, warmup_epochs: float = 0.0,
                  out_dir: str | Path | None = None, precision: str = "fp32", channels_last: bool = False,
                  compile: bool = False, compile_mode: str = "default", log_every: int = 20, progress: bool = True,
@@ -110,7 +114,7 @@ class Trainer:
             self._augment_apply = torch.compile(self._augment_apply, mode=compile_mode, fullgraph=True)
 
     # -- the hot path ---------------------------------------------------------------------
-    def _train_step(self, views: Sequence[Tensor], labels: Tensor) -> Tensor:
+    def _train_step(self, views: Sequence[Any], labels: Tensor) -> Tensor:
         dtype = AUTOCAST_DTYPES.get(self.precision)
         autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
         with autocast:
@@ -118,9 +122,10 @@ class Trainer:
         self.scaler.scale(loss).backward()
         return loss.detach()
 
-    def _augment(self, images: Tensor, generator: torch.Generator) -> Sequence[Tensor]:
+    def _augment(self, batch: Any, generator: torch.Generator) -> Sequence[Any]:
         if self._augment_apply is None:
-            return self.augment(images, generator=generator)
+            return self.augment(batch, generator=generator)
+        images = batch
         # Moved before the (compiled) apply, so its graph holds no host-to-device copy.
         params = params_to(self.augment.sample_params(images, generator), images.device)
         return self._augment_apply(images, params)
@@ -172,13 +177,14 @@ class Trainer:
         augment_generator = epoch_generator(self.loader.seed, epoch, stream=1)
         loss_sum = torch.zeros((), device=self.device)
         interval_steps, interval_start = 0, time.perf_counter()
-        batch_images, mean_loss = 0, math.nan
-        for images, labels in self.loader.epoch(epoch):
+        batch_samples, mean_loss = 0, math.nan
+        for batch, labels in self.loader.epoch(epoch):
             lr = self._set_lr(self.state.step)
             progress = Progress(self.state.step, self.total_steps, self.steps_per_epoch)
-            views = self._augment(images, augment_generator)
-            if self.channels_last:
-                views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+            views = self._augment(batch, augment_generator)
+            if self.channels_last:  # image views only: other modalities have no channel dimension
+                views = [view.contiguous(memory_format=torch.channels_last)
+                         if isinstance(view, Tensor) and view.ndim == 4 else view for view in views]
             self.method.on_step_start(progress)
             loss = self._step(views, labels)
             self.method.on_before_optimizer_step(progress)
@@ -189,7 +195,7 @@ class Trainer:
             loss_sum += loss.float()
             self.state.step += 1
             interval_steps += 1
-            batch_images = images.shape[0]
+            batch_samples = labels.shape[0]
             bar.update(1)
             last_of_epoch = self.state.step % self.steps_per_epoch == 0
             if self.state.step % self.log_every == 0 or last_of_epoch:
@@ -197,10 +203,10 @@ class Trainer:
                 elapsed = time.perf_counter() - interval_start
                 record = {"step": self.state.step, "epoch": round(self.state.step / self.steps_per_epoch, 4),
                           "loss": mean_loss, "lr": lr,
-                          "images_per_second": interval_steps * batch_images / elapsed}
+                          "samples_per_second": interval_steps * batch_samples / elapsed}
                 self._check_finite(mean_loss, epoch, lr)
                 self._log(record, writer)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.3g}", img_s=f"{record['images_per_second']:.0f}")
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.3g}", per_s=f"{record['samples_per_second']:.0f}")
                 loss_sum.zero_()
                 interval_steps, interval_start = 0, time.perf_counter()
         return mean_loss
@@ -230,7 +236,7 @@ class Trainer:
             return
         with open(self.out_dir / "metrics.jsonl", "a") as file:
             file.write(json.dumps(record) + "\n")
-        for key in ("loss", "lr", "images_per_second"):
+        for key in ("loss", "lr", "samples_per_second"):
             writer.add_scalar(f"train/{key}", record[key], record["step"])
 
     @property
