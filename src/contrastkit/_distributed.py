@@ -78,3 +78,40 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     if not is_distributed():
         return tensor
     return _GatherWithGrad.apply(tensor)
+
+
+class _AllReduceWithGrad(torch.autograd.Function):
+    """Sum across processes whose backward sums the incoming gradients across processes too."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:
+        total = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        # Every process's loss depends on the total, so my share reaches the sum of the
+        # per-process losses through every process: its gradient is the sum of theirs.
+        total = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total)
+        return total
+
+
+def all_reduce_with_grad(tensor: Tensor) -> Tensor:
+    """``tensor`` summed over all processes, differentiably: backward hands each process the
+    gradient of the sum of every process's loss with respect to its own share. Every process must
+    run backward through it. Returns ``tensor`` itself in a single process.
+
+    With the losses of all processes summed (and DistributedDataParallel then averaging the
+    parameter gradients over the ``world_size`` processes), a loss that every process computes
+    from global statistics gets exactly the gradient of one process holding the global batch.
+
+    Example:
+        >>> x = torch.ones(3, requires_grad=True)
+        >>> all_reduce_with_grad(x) is x  # a single process
+        True
+    """
+    if not is_distributed():
+        return tensor
+    return _AllReduceWithGrad.apply(tensor)

@@ -56,6 +56,8 @@ class Config:
     channels_last: bool = True  # pays on GPUs and with oneDNN on CPUs (2.5x for small_cnn on two cores)
     compile: bool = False  # torch.compile the training step and the augmentation
     compile_mode: str = "default"  # torch.compile's mode; reduce-overhead adds CUDA graphs
+    sync_batchnorm: bool | None = None  # batch norm over the global batch under torch.distributed
+    world_size: int = 1  # recorded: the processes that train the run (set by the launcher, not an option)
     augment_backend: str = "auto"  # on CUDA: auto (fused Triton kernel where it applies), torch or triton
     log_every: int = 20
     progress: bool = True
@@ -130,7 +132,8 @@ DESCRIPTIONS: dict[str, str] = {
     "pooling": "text encoders: how token states become one sentence embedding",
     "max_length": "text encoders: tokens kept per sentence (longer ones are truncated); unset: the recipe's",
     "epochs": "passes over the training set",
-    "batch_size": "samples (images, sentences, pairs) per step, each made into the method's views",
+    "batch_size": ("samples (images, sentences, pairs) per optimizer step over all processes (the global "
+                   "batch), each made into the method's views"),
     "optimizer": "optimizer",
     "lr": "peak learning rate (recipes: lr_per_256 * batch_size / 256)",
     "momentum": "SGD / LARS momentum, in [0, 1)",
@@ -143,6 +146,10 @@ DESCRIPTIONS: dict[str, str] = {
     "channels_last": "channels_last memory format for the model and the views",
     "compile": "torch.compile the training step and the augmentation",
     "compile_mode": "torch.compile's mode (reduce-overhead adds CUDA graphs)",
+    "sync_batchnorm": ("with several processes, batch norm over the global batch (SyncBatchNorm); unset: on "
+                       "for the methods whose papers use it"),
+    "world_size": ("recorded, not set: the number of processes that trained the run (torchrun "
+                   "--nproc_per_node=N starts N)"),
     "augment_backend": "on CUDA: auto (fused Triton kernel where it applies), torch or triton",
     "log_every": "steps between logged losses (the only host sync of the loop)",
     "progress": "show a progress bar",
@@ -159,7 +166,7 @@ DESCRIPTIONS: dict[str, str] = {
 # A device: auto, cpu, cuda or cuda:N.
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 # Settings a resumed run may change: where and how visibly it runs, not what it computes.
-RUNTIME_KEYS = ("device", "progress", "log_every", "evaluate", "plot", "raw_baseline", "embedding_method",
+RUNTIME_KEYS = ("device", "world_size", "progress", "log_every", "evaluate", "plot", "raw_baseline", "embedding_method",
                 "plot_points")
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
@@ -294,6 +301,8 @@ def resolve(config: Config) -> Config:
     options = {**recipe.pop("method_options", {}), **config.method_options}
     filled = {key: value for key, value in recipe.items() if getattr(config, key) is None}
     config = dataclasses.replace(config, **filled, method_options=method.options(options))
+    if config.sync_batchnorm is None:
+        config = dataclasses.replace(config, sync_batchnorm=method.sync_batchnorm)
     if "cifar_stem" in filled and not config.backbone.startswith("resnet"):
         # The dataset's recipe speaks of its ResNet; another backbone the user chose has no such stem.
         config = dataclasses.replace(config, cifar_stem=False)
@@ -304,12 +313,16 @@ def resolve(config: Config) -> Config:
     return config
 
 
+def check_device(name: str) -> None:
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}.")
+
+
 def validate(config: Config) -> None:
     for key, allowed in CHOICES.items():
         if getattr(config, key) not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {getattr(config, key)!r}.")
-    if not DEVICE_PATTERN.fullmatch(config.device):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {config.device!r}.")
+    check_device(config.device)
     for key in FIELDS:
         value = getattr(config, key)
         if isinstance(value, float) and not math.isfinite(value):

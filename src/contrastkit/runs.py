@@ -12,6 +12,7 @@ encoder before training); the trainer and the methods see only batches, views an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from datetime import datetime
@@ -20,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from contrastkit import config as config_module
 from contrastkit import run_folder
@@ -34,15 +36,25 @@ from contrastkit.methods import METHODS, Method
 from contrastkit.models import create_backbone
 from contrastkit.models.text import DEFAULT_TEXT_ENCODER
 from contrastkit.train import Trainer, TrainerState, create_optimizer, load_checkpoint, read_metrics, write_atomic
+from contrastkit.train.distributed import (ProcessGroup, convert_sync_batchnorm, init_process_group,
+                                           launcher_environment)
 
 
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says what the run folder holds and how to go on."""
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """The device ``name`` (auto, cpu, cuda, cuda:N) means; with several processes on a node,
+    auto and cuda mean this process's GPU, ``cuda:LOCAL_RANK``."""
+    config_module.check_device(name)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and launcher_environment().world_size > 1:
+        name = f"cuda:{local_rank}"
+    elif name.startswith("cuda:") and launcher_environment().world_size > 1:
+        raise ContrastkitError(f"device={name} names one GPU, but each of the launched processes takes its own, "
+                               "cuda:LOCAL_RANK; use --device cuda or --device auto.")
     device = torch.device(name)
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -62,9 +74,10 @@ def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
 class Run:
     """Everything built from one resolved config: data, views and the method, for its modality."""
 
-    def __init__(self, config: Config, splits: DatasetSplits | TextSplits | None = None) -> None:
+    def __init__(self, config: Config, splits: DatasetSplits | TextSplits | None = None, *,
+                 local_rank: int = 0) -> None:
         self.config = config
-        self.device = pick_device(config.device)
+        self.device = pick_device(config.device, local_rank)
         self.modality = config_module.modality(config.dataset)
         self.precision = config.precision if config.precision != "auto" else (
             "bf16" if self.device.type == "cuda" else "fp32")
@@ -142,17 +155,99 @@ def default_run_dir(config: Config) -> Path:
 
 def train(config: Config, *, resume: bool = False,
           callbacks: Sequence[Callable[[TrainerState], None]] = ()) -> Path:
-    """Pretrain, then (if ``config.evaluate``) evaluate and plot; returns the run folder."""
-    out_dir = Path(config.out) if config.out else default_run_dir(config)
-    if resume and not (out_dir / "config.yaml").is_file():
-        raise ContrastkitError(f"nothing to resume in {out_dir}: it holds no config.yaml. "
-                               "Start the run without --resume.")
-    with run_folder.locked(out_dir):
-        return _train_locked(config, out_dir, resume, callbacks)
+    """Pretrain, then (if ``config.evaluate``) evaluate and plot; returns the run folder.
+
+    Under a launcher (torchrun, srun) every process calls this: they train together, and rank 0
+    alone prepares and writes the run folder, evaluates and plots.
+    """
+    already_running = dist.is_available() and dist.is_initialized()
+    group = init_process_group(pick_device(config.device, launcher_environment().local_rank))
+    try:
+        # Recorded, whatever the config said (a resumed run may have started on another number).
+        config = config_module.update(config, {"world_size": group.world_size})
+        if not group.is_main:
+            return _train_prepared(*_from_main(group, None), callbacks, group)
+        with contextlib.ExitStack() as stack:
+            # Rank 0 alone checks, locks and prepares the folder, then hands every process the
+            # resolved config, or its error, so that no process waits for one that has stopped.
+            try:
+                out_dir = Path(config.out) if config.out else default_run_dir(config)
+                if resume and not (out_dir / "config.yaml").is_file():
+                    raise ContrastkitError(f"nothing to resume in {out_dir}: it holds no config.yaml. "
+                                           "Start the run without --resume.")
+                stack.enter_context(run_folder.locked(out_dir))
+                prepared = _prepare_folder(config, out_dir, resume)
+            except ContrastkitError as error:
+                _from_main(group, error)
+            return _train_prepared(*_from_main(group, prepared), callbacks, group)
+    finally:
+        if group.world_size > 1 and not already_running:
+            dist.destroy_process_group()
 
 
-def _train_locked(config: Config, out_dir: Path, resume: bool,
-                  callbacks: Sequence[Callable[[TrainerState], None]]) -> Path:
+def _from_main(group: ProcessGroup, value: Any) -> Any:
+    """Rank 0's ``value`` on every process; raised there when it is an error."""
+    shared = [value]
+    if group.world_size > 1:
+        dist.broadcast_object_list(shared, src=0)
+    if isinstance(shared[0], ContrastkitError):
+        raise shared[0]
+    return shared[0]
+
+
+def _train_prepared(config: Config, out_dir: Path, resume: bool,
+                    callbacks: Sequence[Callable[[TrainerState], None]], group: ProcessGroup) -> Path:
+    run = Run(config, local_rank=group.local_rank)
+    if group.world_size > 1 and config.method_options.get("grad_cache_chunk_size"):
+        raise ContrastkitError("grad_cache_chunk_size trains one process's batch in chunks and is not yet combined "
+                               "with several processes; unset it, or train on one process.")
+    if group.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config_module.save_yaml(config, out_dir / "config.yaml")
+        if getattr(run.splits, "skipped", 0):
+            print(f"note: {run.splits.skipped} unreadable image(s) were skipped")
+    if config.sync_batchnorm and group.world_size > 1:
+        run.method = convert_sync_batchnorm(run.method, run.device)
+    if run.modality == "text":
+        loader = TextLoader(run.splits.train, config.batch_size, device=run.device, seed=config.seed)
+    else:
+        loader = create_loader(run.splits.train.images, run.splits.train.labels, config.batch_size,
+                               device=run.device, seed=config.seed, placement=config.data_placement)
+    # Momentum (teacher) encoders are updated by the method, never by the optimizer.
+    trainable = [parameter for parameter in run.method.parameters() if parameter.requires_grad]
+    optimizer = create_optimizer(config.optimizer, trainable, lr=config.lr,
+                                 momentum=config.momentum, weight_decay=config.weight_decay)
+    trainer = Trainer(run.method, run.augment, loader, optimizer, epochs=config.epochs,
+                      warmup_epochs=config.warmup_epochs, out_dir=out_dir, precision=run.precision,
+                      channels_last=config.channels_last, compile=config.compile, compile_mode=config.compile_mode,
+                      log_every=config.log_every, progress=config.progress, callbacks=callbacks,
+                      # A transformer may hold layers its sentence embedding does not use (BERT's pooler).
+                      find_unused_parameters=run.modality == "text")
+    if group.is_main:
+        processes = f" x {group.world_size} processes" if group.world_size > 1 else ""
+        print(f"training {config.method} on {config.dataset} ({len(run.splits.train)} samples) with "
+              f"{config.backbone} on {run.device}{processes}, {config.epochs} epochs of {len(loader)} steps -> "
+              f"{out_dir}", flush=True)
+    try:
+        state = trainer.fit(resume=resume)
+    except KeyboardInterrupt:
+        raise RunInterrupted(_interrupted_message(out_dir, trainer.checkpointed_epoch, config.epochs)) from None
+    if not group.is_main:
+        return out_dir
+    summary = {"train_seconds": round(state.train_seconds, 2), "epochs": state.epoch, "steps": state.step,
+               "device": str(run.device), "dataset": config.dataset, "method": config.method,
+               "world_size": group.world_size}
+    _write_json_atomic(summary, out_dir / "summary.json")
+    if config.evaluate:
+        evaluate(run, out_dir)
+    if config.plot:
+        plot(run, out_dir)
+    return out_dir
+
+
+def _prepare_folder(config: Config, out_dir: Path, resume: bool) -> tuple[Config, Path, bool]:
+    """The resolved config of the run in ``out_dir`` and whether it resumes, with the folder made
+    ready: a resumed run keeps its saved config, a new one starts from clean logs."""
     has_checkpoint = (out_dir / run_folder.CHECKPOINT).is_file()
     if resume:
         # The saved config defines the run; only settings that cannot change its result carry over.
@@ -169,40 +264,7 @@ def _train_locked(config: Config, out_dir: Path, resume: bool,
     else:
         run_folder.start_over(out_dir)  # a run stopped before its first checkpoint: begin with clean logs
     config = config_module.resolve(config)
-    config = config_module.update(config, {"out": str(out_dir)})
-    run = Run(config)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config_module.save_yaml(config, out_dir / "config.yaml")
-    if getattr(run.splits, "skipped", 0):
-        print(f"note: {run.splits.skipped} unreadable image(s) were skipped")
-    if run.modality == "text":
-        loader = TextLoader(run.splits.train, config.batch_size, device=run.device, seed=config.seed)
-    else:
-        loader = create_loader(run.splits.train.images, run.splits.train.labels, config.batch_size,
-                               device=run.device, seed=config.seed, placement=config.data_placement)
-    # Momentum (teacher) encoders are updated by the method, never by the optimizer.
-    trainable = [parameter for parameter in run.method.parameters() if parameter.requires_grad]
-    optimizer = create_optimizer(config.optimizer, trainable, lr=config.lr,
-                                 momentum=config.momentum, weight_decay=config.weight_decay)
-    trainer = Trainer(run.method, run.augment, loader, optimizer, epochs=config.epochs,
-                      warmup_epochs=config.warmup_epochs, out_dir=out_dir, precision=run.precision,
-                      channels_last=config.channels_last, compile=config.compile, compile_mode=config.compile_mode,
-                      log_every=config.log_every, progress=config.progress, callbacks=callbacks)
-    print(f"training {config.method} on {config.dataset} ({len(run.splits.train)} samples) with "
-          f"{config.backbone} on {run.device}, {config.epochs} epochs of {len(loader)} steps -> {out_dir}",
-          flush=True)
-    try:
-        state = trainer.fit(resume=resume)
-    except KeyboardInterrupt:
-        raise RunInterrupted(_interrupted_message(out_dir, trainer.checkpointed_epoch, config.epochs)) from None
-    summary = {"train_seconds": round(state.train_seconds, 2), "epochs": state.epoch, "steps": state.step,
-               "device": str(run.device), "dataset": config.dataset, "method": config.method}
-    _write_json_atomic(summary, out_dir / "summary.json")
-    if config.evaluate:
-        evaluate(run, out_dir)
-    if config.plot:
-        plot(run, out_dir)
-    return out_dir
+    return config_module.update(config, {"out": str(out_dir)}), out_dir, resume
 
 
 def _interrupted_message(out_dir: Path, checkpointed_epoch: int | None, epochs: int) -> str:

@@ -2,6 +2,7 @@
 and a group of CPU processes for the tests of cross-process statistics."""
 
 import numpy as np
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -29,6 +30,14 @@ def numeric_gradients(function, arrays, step=1e-6):
             gradient[index] = (upper - lower) / (2 * step)
         gradients.append(gradient)
     return gradients
+
+
+def assert_averaged_over_processes_equal(tensors, expected, world, *, rtol, atol, msg):
+    """Average ``tensors`` over the processes, as DDP does to parameter gradients and a logger to
+    the loss, and compare them with the one-process ``expected``."""
+    for tensor, reference in zip(tensors, expected):
+        dist.all_reduce(tensor)
+        torch.testing.assert_close(tensor / world, reference, rtol=rtol, atol=atol, msg=msg)
 
 
 def run_in_process_group(tmp_path, worker, *args, world=2):

@@ -127,7 +127,7 @@ def test_module_matches_function():
     z_a, z_b = random_pairs(10)
     scores = SCORES["integer ratings with ties"]
     torch.testing.assert_close(CoSENTLoss(scale=7.0)(z_a, z_b, scores), cosent_loss(z_a, z_b, scores, scale=7.0))
-    assert repr(CoSENTLoss(scale=7.0)) == "CoSENTLoss(scale=7.0)"
+    assert repr(CoSENTLoss(scale=7.0)) == "CoSENTLoss(scale=7.0, gather_across_processes=False)"
 
 
 def test_all_equal_scores_are_refused_unless_validation_is_off():

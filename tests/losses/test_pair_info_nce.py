@@ -1,13 +1,12 @@
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.losses import PairInfoNCELoss, pair_info_nce
 
-from loss_helpers import numeric_gradients, run_in_process_group
+from loss_helpers import assert_averaged_over_processes_equal, numeric_gradients, run_in_process_group
 
 
 def reference_pair_info_nce(anchors, positives, negatives, temperature, symmetric):
@@ -191,13 +190,8 @@ def _distributed_worker(rank, world, inputs, weight, expected):
         projection = _projection(weight)
         loss = _one_process_loss_and_gradient(projection, shards, symmetric, with_negatives)
         loss.backward()
-        # What DDP does to parameter gradients, and what a logger does to the loss: average them.
-        averaged = [loss.detach(), projection.weight.grad]
-        for tensor in averaged:
-            dist.all_reduce(tensor)
-            tensor /= world
-        for actual, reference in zip(averaged, expected[name]):
-            torch.testing.assert_close(actual, reference, rtol=1e-12, atol=1e-12, msg=name)
+        assert_averaged_over_processes_equal([loss.detach(), projection.weight.grad], expected[name], world,
+                                             rtol=1e-12, atol=1e-12, msg=name)
 
 
 def test_gathered_loss_and_averaged_gradients_equal_one_process_on_the_whole_batch(tmp_path):

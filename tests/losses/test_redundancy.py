@@ -101,14 +101,25 @@ def test_autocast_does_not_lower_the_precision():
 
 def _distributed_worker(rank, world, z_a, z_b, expected):
     shard = slice(rank * z_a.shape[0] // world, (rank + 1) * z_a.shape[0] // world)
-    losses = barlow_twins_loss(z_a[shard], z_b[shard]), vicreg_loss(z_a[shard], z_b[shard])
-    for loss, reference in zip(losses, expected):
-        torch.testing.assert_close(loss, reference, rtol=1e-12, atol=0.0)
+    for loss_fn, (value, grad_a, grad_b) in zip((barlow_twins_loss, vicreg_loss), expected):
+        a, b = z_a[shard].clone().requires_grad_(), z_b[shard].clone().requires_grad_()
+        loss = loss_fn(a, b)
+        loss.backward()
+        torch.testing.assert_close(loss.detach(), value, rtol=1e-12, atol=0.0)
+        # Each process holds the gradient of the sum of the world's (equal) losses; averaged over
+        # the processes, as DistributedDataParallel does, it is the one-process gradient.
+        torch.testing.assert_close(a.grad / world, grad_a[shard], rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(b.grad / world, grad_b[shard], rtol=1e-10, atol=1e-14)
 
 
-def test_statistics_span_all_processes(tmp_path):
+def test_statistics_and_gradients_span_all_processes(tmp_path):
     z_a, z_b = correlated_pair(10, n=8, d=4)
-    expected = barlow_twins_loss(z_a, z_b), vicreg_loss(z_a, z_b)
+    expected = []
+    for loss_fn in (barlow_twins_loss, vicreg_loss):
+        a, b = z_a.clone().requires_grad_(), z_b.clone().requires_grad_()
+        loss = loss_fn(a, b)
+        loss.backward()
+        expected.append((loss.detach(), a.grad, b.grad))
     run_in_process_group(tmp_path, _distributed_worker, z_a, z_b, expected)
 
 

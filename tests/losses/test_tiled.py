@@ -2,13 +2,12 @@ import math
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from contrastkit.errors import ConfigError
 from contrastkit.losses import CLIPLoss, InfoNCELoss, clip_loss, info_nce, tiled
 from contrastkit.losses.tiled import _Pairs, _TiledCrossEntropy, tiled_clip_loss, tiled_info_nce
 
-from loss_helpers import run_in_process_group
+from loss_helpers import assert_averaged_over_processes_equal, run_in_process_group
 
 
 def float64_views(seed, num_views=2, n=6, d=5, requires_grad=True):
@@ -201,13 +200,8 @@ def _distributed_worker(rank, world, inputs_a, inputs_b, weight, bias, expected)
         projection = _projection(weight, bias)
         loss = loss_fn(projection(inputs_a[shard]), projection(inputs_b[shard]))
         loss.backward()
-        # What DDP does to parameter gradients, and what a logger does to the loss: average them.
-        averaged = [loss.detach(), projection.weight.grad, projection.bias.grad]
-        for tensor in averaged:
-            dist.all_reduce(tensor)
-            tensor /= world
-        for actual, reference in zip(averaged, expected):
-            torch.testing.assert_close(actual, reference, rtol=1e-12, atol=1e-12, msg=name)
+        assert_averaged_over_processes_equal([loss.detach(), projection.weight.grad, projection.bias.grad],
+                                             expected, world, rtol=1e-12, atol=1e-12, msg=name)
 
 
 def test_gathered_loss_and_averaged_gradients_equal_one_process_on_the_whole_batch(tmp_path):

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
+from contrastkit import _distributed
 from contrastkit.errors import ConfigError
 
 
@@ -30,20 +31,34 @@ class BatchLoader:
     """What every loader shares, whatever the modality: the checks, the batch count, and the
     (seed, epoch) -> order rule.
 
+    ``batch_size`` is the global batch. Under torch.distributed (``world_size`` processes, by
+    default those of the running process group) each process takes its own slice of every global
+    batch, ``batch_size / world_size`` samples, so the processes together see exactly the batches
+    of a single process, whatever their number.
+
     Subclasses decide where the dataset lives and what a batch is (a uint8 image tensor, a tuple of
-    sentence lists...), and implement ``epoch(epoch)``, which yields ``(batch, labels)``.
+    sentence lists...), and implement ``epoch(epoch)``, which yields this process's ``(batch, labels)``.
     """
 
     def __init__(self, num_samples: int, batch_size: int, *, device: str | torch.device = "cpu", seed: int = 0,
-                 drop_last: bool = True) -> None:
+                 drop_last: bool = True, rank: int | None = None, world_size: int | None = None) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
         if drop_last and batch_size > num_samples:
             raise ConfigError(f"batch_size {batch_size} is larger than the dataset ({num_samples} samples); use "
                               f"batch_size <= {num_samples}.")
+        self.rank = _distributed.rank() if rank is None else rank
+        self.world_size = _distributed.world_size() if world_size is None else world_size
+        if batch_size % self.world_size:
+            raise ConfigError(f"batch_size {batch_size} is the global batch and must split evenly over the "
+                              f"{self.world_size} processes; use a multiple of {self.world_size}.")
+        if self.world_size > 1 and not drop_last:
+            raise ConfigError("drop_last=False would leave a last batch that does not split evenly over the "
+                              "processes; keep drop_last=True under torch.distributed.")
         self.num_samples = num_samples
         self.device = torch.device(device)
         self.batch_size = batch_size
+        self.local_batch_size = batch_size // self.world_size
         self.seed = seed
         self.drop_last = drop_last
 
@@ -52,9 +67,12 @@ class BatchLoader:
         return count if self.drop_last or rest == 0 else count + 1
 
     def batch_indices(self, epoch: int) -> list[Tensor]:
-        """The epoch's shuffled index batches (CPU int64), a function of (seed, epoch) only."""
+        """This process's index batches of the epoch (CPU int64), a function of (seed, epoch) only:
+        its slice of each shuffled global batch."""
         order = torch.randperm(self.num_samples, generator=epoch_generator(self.seed, epoch))
-        return list(order[:len(self) * self.batch_size].split(self.batch_size))
+        start = self.rank * self.local_batch_size
+        return [batch[start:start + self.local_batch_size]
+                for batch in order[:len(self) * self.batch_size].split(self.batch_size)]
 
     def epoch(self, epoch: int) -> Iterator[tuple[Any, Tensor]]:
         raise NotImplementedError
@@ -70,12 +88,14 @@ class DeviceLoader(BatchLoader):
     """
 
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, *,
-                 device: str | torch.device = "cpu", seed: int = 0, drop_last: bool = True) -> None:
-        super().__init__(images.shape[0], batch_size, device=device, seed=seed, drop_last=drop_last)
+                 device: str | torch.device = "cpu", seed: int = 0, drop_last: bool = True,
+                 rank: int | None = None, world_size: int | None = None) -> None:
+        super().__init__(images.shape[0], batch_size, device=device, seed=seed, drop_last=drop_last, rank=rank,
+                         world_size=world_size)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         order = torch.cat(self.batch_indices(epoch)).to(self.device)  # one copy per epoch
-        for index in order.split(self.batch_size):
+        for index in order.split(self.local_batch_size):
             yield self.images.index_select(0, index), self.labels.index_select(0, index)

@@ -33,8 +33,9 @@ class HostLoader(BatchLoader):
 
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, *,
                  device: str | torch.device = "cpu", seed: int = 0, drop_last: bool = True,
-                 prefetch: int = 3) -> None:
-        super().__init__(images.shape[0], batch_size, device=device, seed=seed, drop_last=drop_last)
+                 prefetch: int = 3, rank: int | None = None, world_size: int | None = None) -> None:
+        super().__init__(images.shape[0], batch_size, device=device, seed=seed, drop_last=drop_last, rank=rank,
+                         world_size=world_size)
         self.images, self.labels = images.cpu(), labels.cpu()
         if prefetch < 1:
             raise ConfigError(f"prefetch must be >= 1, got {prefetch}.")
@@ -85,7 +86,7 @@ DEVICE_SHARE = 0.5
 
 
 def create_loader(images: Tensor, labels: Tensor, batch_size: int, *, device: torch.device, seed: int = 0,
-                  placement: str = "auto") -> BatchLoader:
+                  placement: str = "auto", rank: int | None = None, world_size: int | None = None) -> BatchLoader:
     """A :class:`DeviceLoader` when the uint8 dataset fits on ``device`` (``placement="auto"``: at
     most half its free memory; always on a CPU), else a :class:`HostLoader`."""
     if placement not in ("auto", "device", "host"):
@@ -94,5 +95,5 @@ def create_loader(images: Tensor, labels: Tensor, batch_size: int, *, device: to
         fits = device.type != "cuda" or images.nbytes <= DEVICE_SHARE * torch.cuda.mem_get_info(device)[0]
         placement = "device" if fits else "host"
     loader = DeviceLoader if placement == "device" else HostLoader
-    return loader(images, labels, batch_size, device=device, seed=seed)
+    return loader(images, labels, batch_size, device=device, seed=seed, rank=rank, world_size=world_size)
 

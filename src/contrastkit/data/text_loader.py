@@ -30,8 +30,9 @@ class TextLoader(BatchLoader):
     """
 
     def __init__(self, dataset: TextDataset, batch_size: int, *, device: str | torch.device = "cpu", seed: int = 0,
-                 drop_last: bool = True) -> None:
-        super().__init__(len(dataset), batch_size, device=device, seed=seed, drop_last=drop_last)
+                 drop_last: bool = True, rank: int | None = None, world_size: int | None = None) -> None:
+        super().__init__(len(dataset), batch_size, device=device, seed=seed, drop_last=drop_last, rank=rank,
+                         world_size=world_size)
         self.columns = [column for column in (dataset.texts, dataset.pairs, dataset.negatives) if column is not None]
         if dataset.scores is not None:
             self.targets: Tensor = dataset.scores.float()

@@ -12,6 +12,11 @@ anchors. DCL has w_i = 1; DCLW weights the positive with the negative von Mises-
 
 which averages to 1 over the batch and is larger for the pairs that are still far apart. The
 paper puts no stop-gradient on w, so gradients flow through it as the formula is written.
+
+Under torch.distributed, ``gather_across_processes=True`` makes the negatives (and DCLW's batch
+average) span every process's samples, gathered with gradients; each process returns the mean over
+its own anchors, which DistributedDataParallel's average over the processes turns into the global
+batch's loss and gradient.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastkit._checks import check_batch_size, check_positive
+from contrastkit._distributed import gather_with_grad, rank, world_size
 from contrastkit.losses._contrastive import _check_finite_views, _check_views
 from contrastkit.losses._precision import full_precision, loss_dtype
 
@@ -32,7 +38,7 @@ def _check_options(temperature: float, weight_sigma: float | None) -> None:
 
 
 def dcl_loss(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, weight_sigma: float | None = None,
-             validate: bool = True) -> Tensor:
+             validate: bool = True, gather_across_processes: bool = False) -> Tensor:
     """Decoupled contrastive loss of two views (see the module docstring).
 
     Args:
@@ -41,6 +47,8 @@ def dcl_loss(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, weight_sigma
         weight_sigma: sigma of DCLW's von Mises-Fisher positive weight (the paper uses 0.5);
             None gives plain DCL.
         validate: check that the inputs are finite (one host sync).
+        gather_across_processes: contrast with every process's samples (see the module
+            docstring); a no-op in a single process. Every process must call the loss.
 
     Returns:
         The scalar mean loss over the 2N anchors, in float32 (or float64 for float64 inputs).
@@ -53,22 +61,29 @@ def dcl_loss(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1, weight_sigma
     _check_options(temperature, weight_sigma)
     _check_views((z_a, z_b), None)
     batch = z_a.shape[0]
+    gather = gather_across_processes
     check_batch_size("dcl_loss", batch, 2, "with one sample there are no negatives (the decoupled denominator "
-                     "is empty); use a larger batch.")
+                     "is empty); use a larger batch.", processes=world_size() if gather else 1)
     if validate:
         _check_finite_views((z_a, z_b))
     dtype = loss_dtype(z_a)
-    z = F.normalize(torch.cat([z_a, z_b]).to(dtype), dim=1)
-    with full_precision(z):
-        similarities = z @ z.T
-    positive = similarities.diagonal(offset=batch)
-    logits = similarities / temperature
-    # Decoupling: drop each anchor itself and its positive (rows i and i + N share sample i).
-    sample = torch.arange(2 * batch, device=z.device) % batch
-    logits = logits.masked_fill(sample[:, None] == sample[None, :], float("-inf"))
+    anchors = F.normalize(torch.cat([z_a, z_b]).to(dtype), dim=1)
+    candidates = gather_with_grad(anchors) if gather else anchors
+    first_sample = rank() * batch if gather else 0
+    with full_precision(anchors):
+        logits = anchors @ candidates.T / temperature
+        positive = (anchors[:batch] * anchors[batch:]).sum(dim=1)
+    # Decoupling: drop each anchor itself and its positive. Candidates come in blocks of 2N rows
+    # per process, rows i and i + N of a block holding that process's sample i.
+    anchor_sample = first_sample + torch.arange(2 * batch, device=anchors.device) % batch
+    column = torch.arange(candidates.shape[0], device=anchors.device)
+    candidate_sample = column // (2 * batch) * batch + column % batch
+    logits = logits.masked_fill(anchor_sample[:, None] == candidate_sample[None, :], float("-inf"))
     log_norm = torch.logsumexp(logits, dim=1)
     if weight_sigma is not None:
-        positive = positive * (2 - batch * torch.softmax(positive / weight_sigma, dim=0))
+        positives = gather_with_grad(positive) if gather else positive
+        weights = 2 - positives.shape[0] * torch.softmax(positives / weight_sigma, dim=0)
+        positive = positive * weights[first_sample:first_sample + batch]
     return (log_norm - positive.repeat(2) / temperature).mean()
 
 
@@ -80,15 +95,18 @@ class DCLLoss(nn.Module):
         >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
     """
 
-    def __init__(self, temperature: float = 0.1, weight_sigma: float | None = None) -> None:
+    def __init__(self, temperature: float = 0.1, weight_sigma: float | None = None,
+                 gather_across_processes: bool = False) -> None:
         super().__init__()
         _check_options(temperature, weight_sigma)
         self.temperature = temperature
         self.weight_sigma = weight_sigma
+        self.gather_across_processes = gather_across_processes
 
     def forward(self, z_a: Tensor, z_b: Tensor, validate: bool = True) -> Tensor:
         return dcl_loss(z_a, z_b, temperature=self.temperature, weight_sigma=self.weight_sigma,
-                        validate=validate)
+                        validate=validate, gather_across_processes=self.gather_across_processes)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, weight_sigma={self.weight_sigma}"
+        return (f"temperature={self.temperature}, weight_sigma={self.weight_sigma}, "
+                f"gather_across_processes={self.gather_across_processes}")

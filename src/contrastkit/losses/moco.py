@@ -10,6 +10,12 @@ With q, k L2-normalised and t the temperature, for query i:
 
 L is the mean over queries. Unlike :func:`contrastkit.losses.info_nce`, keys are never anchors and
 queries are never negatives: the asymmetry the momentum encoder relies on.
+
+Under torch.distributed, ``gather_across_processes=True`` makes MoCo v3's negatives every
+process's keys (gathered; keys carry no gradient), query i of rank r having key r * N + i as its
+positive; the mean over this process's queries, averaged over the processes as
+DistributedDataParallel averages gradients, is the global batch's loss. MoCo v2's queue is filled
+with the gathered keys by :class:`contrastkit.models.MemoryQueue`, so its loss needs no gather.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastkit._checks import check_batch_size, check_embeddings, check_finite, check_positive
+from contrastkit._distributed import gather_no_grad, rank
 from contrastkit.errors import InputError
 from contrastkit.losses._precision import full_precision, loss_dtype
 
@@ -28,7 +35,7 @@ def _check_temperature(temperature: float) -> None:
 
 
 def moco_info_nce(queries: Tensor, keys: Tensor, *, negatives: Tensor | None = None,
-                  temperature: float = 0.2, validate: bool = True) -> Tensor:
+                  temperature: float = 0.2, validate: bool = True, gather_across_processes: bool = False) -> Tensor:
     """MoCo's InfoNCE of queries against their keys (see the module docstring).
 
     Args:
@@ -40,6 +47,8 @@ def moco_info_nce(queries: Tensor, keys: Tensor, *, negatives: Tensor | None = N
             the batch are the negatives (MoCo v3).
         temperature: softmax temperature t > 0.
         validate: check that the inputs are finite (one host sync).
+        gather_across_processes: without a queue, contrast with every process's keys (see the
+            module docstring); a no-op in a single process or with ``negatives``.
 
     Example:
         >>> q, k, queue = torch.randn(8, 16), torch.randn(8, 16), torch.randn(64, 16)
@@ -76,8 +85,11 @@ def moco_info_nce(queries: Tensor, keys: Tensor, *, negatives: Tensor | None = N
     k = F.normalize(keys.to(dtype), dim=1)
     with full_precision(q):
         if negatives is None:
+            offset = 0
+            if gather_across_processes:
+                k, offset = gather_no_grad(k.detach()), rank() * q.shape[0]
             logits = q @ k.T / temperature
-            targets = torch.arange(q.shape[0], device=q.device)
+            targets = torch.arange(q.shape[0], device=q.device) + offset
         else:
             n = F.normalize(negatives.to(dtype), dim=1)
             positive = (q * k).sum(dim=1, keepdim=True)
@@ -94,14 +106,16 @@ class MoCoLoss(nn.Module):
         >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16), negatives=torch.randn(32, 16))
     """
 
-    def __init__(self, temperature: float = 0.2) -> None:
+    def __init__(self, temperature: float = 0.2, gather_across_processes: bool = False) -> None:
         super().__init__()
         _check_temperature(temperature)
         self.temperature = temperature
+        self.gather_across_processes = gather_across_processes
 
     def forward(self, queries: Tensor, keys: Tensor, *, negatives: Tensor | None = None,
                 validate: bool = True) -> Tensor:
-        return moco_info_nce(queries, keys, negatives=negatives, temperature=self.temperature, validate=validate)
+        return moco_info_nce(queries, keys, negatives=negatives, temperature=self.temperature, validate=validate,
+                             gather_across_processes=self.gather_across_processes)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}"
+        return f"temperature={self.temperature}, gather_across_processes={self.gather_across_processes}"

@@ -24,10 +24,12 @@ at any usual learning rate; the authors, lightly and solo-learn all train VICReg
 bounds each layer's step relative to its weights, and so do contrastkit's recipes.
 
 Under torch.distributed every batch statistic (means, variances, C, Cov, the invariance sum) is
-summed over all processes, so the loss value is the one of the global batch (equal batches on
-every process assumed). The gradient on each process flows through its own samples' share of
-those sums and treats the other processes' shares as constants: it is exact in one process and
-drops only the cross-process path through the shared statistics otherwise.
+summed over all processes with ``all_reduce_with_grad``, so every process computes the loss of the
+global batch (equal batches on every process assumed), and the backward of each sum gathers the
+gradient of every process's copy of the loss. With DistributedDataParallel averaging the
+parameter gradients, a step on W processes is the step of one process holding the global batch:
+not 1/W of it, and not missing the cross-process path through the shared statistics (lightly
+#1977).
 """
 
 from __future__ import annotations
@@ -36,19 +38,11 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit._checks import check_paired_embeddings, check_positive
-from contrastkit._distributed import all_reduce_sum, is_distributed, world_size
+from contrastkit._distributed import all_reduce_with_grad, world_size
 from contrastkit.losses._precision import full_precision, loss_dtype
 
 # The variance floor of torch.nn.BatchNorm1d, so that a constant feature standardises to 0, not NaN.
 _BATCH_NORM_EPSILON = 1e-5
-
-
-def _global_sum(tensor: Tensor) -> Tensor:
-    """``tensor`` summed over all processes; the gradient flows through the local share only."""
-    if not is_distributed():
-        return tensor
-    total = all_reduce_sum(tensor.detach().clone())
-    return tensor + (total - tensor.detach())
 
 
 def _off_diagonal_squares(matrix: Tensor) -> Tensor:
@@ -99,12 +93,12 @@ def barlow_twins_loss(z_a: Tensor, z_b: Tensor, *, lambda_offdiag: float = 5e-3,
     batch = z_a.shape[0] * world_size()
 
     def standardise(z: Tensor) -> Tensor:
-        centred = z - _global_sum(z.sum(dim=0)) / batch
-        variance = _global_sum(centred.pow(2).sum(dim=0)) / batch
+        centred = z - all_reduce_with_grad(z.sum(dim=0)) / batch
+        variance = all_reduce_with_grad(centred.pow(2).sum(dim=0)) / batch
         return centred / torch.sqrt(variance + _BATCH_NORM_EPSILON)
 
     with full_precision(z_a):
-        correlation = _global_sum(standardise(z_a.to(dtype)).T @ standardise(z_b.to(dtype))) / batch
+        correlation = all_reduce_with_grad(standardise(z_a.to(dtype)).T @ standardise(z_b.to(dtype))) / batch
     on_diagonal = (1 - correlation.diagonal()).pow(2).sum()
     return on_diagonal + lambda_offdiag * _off_diagonal_squares(correlation)
 
@@ -140,12 +134,12 @@ def vicreg_loss(z_a: Tensor, z_b: Tensor, *, invariance_weight: float = 25.0, va
     dtype = loss_dtype(z_a)
     z_a, z_b = z_a.to(dtype), z_b.to(dtype)
     batch, dim = z_a.shape[0] * world_size(), z_a.shape[1]
-    invariance = _global_sum((z_a - z_b).pow(2).sum()) / (batch * dim)
+    invariance = all_reduce_with_grad((z_a - z_b).pow(2).sum()) / (batch * dim)
     variance = covariance = 0.0
     for z in (z_a, z_b):
-        centred = z - _global_sum(z.sum(dim=0)) / batch
+        centred = z - all_reduce_with_grad(z.sum(dim=0)) / batch
         with full_precision(z):
-            cov = _global_sum(centred.T @ centred) / (batch - 1)
+            cov = all_reduce_with_grad(centred.T @ centred) / (batch - 1)
         variance = variance + torch.relu(1 - torch.sqrt(cov.diagonal() + epsilon)).mean() / 2
         covariance = covariance + _off_diagonal_squares(cov) / dim
     return invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance

@@ -11,6 +11,11 @@ The API takes at least two views, so every anchor has a positive (its own other 
 one sample, or (checked under ``validate``) of a single class, has none, and is refused, since
 the loss then rewards nothing but equal similarities (a collapse minimises it). With labels all
 distinct this is :func:`info_nce`.
+
+Under torch.distributed, ``gather_across_processes=True`` takes this process's rows as the anchors
+and every process's rows (gathered with gradients, labels with them) as the candidates, and
+returns the mean over this process's anchors: averaged over equal batches on every process, as
+DistributedDataParallel averages gradients, it is the loss and gradient of the global batch.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastkit._checks import check_batch_size, check_class_labels, check_ndim
+from contrastkit._distributed import gather_no_grad, gather_with_grad, rank, world_size
 from contrastkit.errors import InputError
 from contrastkit.losses._contrastive import _check_finite_views, _check_options, _check_views
 from contrastkit.losses._precision import full_precision, loss_dtype
@@ -37,7 +43,8 @@ def _check_labels(labels: Tensor | None, batch: int) -> None:
 
 
 def supcon_loss(z_a: Tensor, z_b: Tensor, *more_views: Tensor, labels: Tensor | None,
-                temperature: float = 0.1, similarity: str = "cosine", validate: bool = True) -> Tensor:
+                temperature: float = 0.1, similarity: str = "cosine", validate: bool = True,
+                gather_across_processes: bool = False) -> Tensor:
     """Supervised contrastive loss L_out over two or more views of a labelled batch.
 
     Args:
@@ -48,6 +55,8 @@ def supcon_loss(z_a: Tensor, z_b: Tensor, *more_views: Tensor, labels: Tensor | 
         temperature: softmax temperature t > 0 (the paper uses 0.1).
         similarity: "cosine" (rows L2-normalised first, as in the paper) or "dot".
         validate: check that the inputs are finite and the labels not all equal (host syncs).
+        gather_across_processes: contrast with every process's rows (see the module docstring);
+            a no-op in a single process. Every process must call the loss.
 
     Returns:
         The scalar mean loss, in float32 (or float64 for float64 inputs).
@@ -62,27 +71,36 @@ def supcon_loss(z_a: Tensor, z_b: Tensor, *more_views: Tensor, labels: Tensor | 
     _check_views(views, None)
     check_batch_size("supcon_loss", z_a.shape[0], 2,
                      "with one sample every other row is one of its positives, so there is no negative to "
-                     "contrast with; use a larger batch with several classes.")
+                     "contrast with; use a larger batch with several classes.",
+                     processes=world_size() if gather_across_processes else 1)
     _check_labels(labels, z_a.shape[0])
     if validate:
         _check_finite_views(views)
         # Reading the labels is a host sync, hence only under validate.
-        if bool((labels == labels[0]).all()):
-            raise InputError(f"supcon_loss got a batch whose {labels.shape[0]} labels are all {labels[0].item()}, so "
+        batch_labels = gather_no_grad(labels) if gather_across_processes else labels
+        if bool((batch_labels == batch_labels[0]).all()):
+            raise InputError(f"supcon_loss got a batch whose {batch_labels.shape[0]} labels are all "
+                             f"{batch_labels[0].item()}, so "
                              "every row is a positive of every other and there is no negative to contrast with; "
                              "sample several classes per batch.")
     dtype = loss_dtype(z_a)
-    z = torch.cat(views).to(dtype)
+    anchors = torch.cat(views).to(dtype)
     if similarity == "cosine":
-        z = F.normalize(z, dim=1)
-    with full_precision(z):
-        logits = z @ z.T / temperature
+        anchors = F.normalize(anchors, dim=1)
+    anchor_labels = labels.to(anchors.device).repeat(len(views))
+    candidates, candidate_labels, self_offset = anchors, anchor_labels, 0
+    if gather_across_processes:
+        candidates, candidate_labels = gather_with_grad(anchors), gather_no_grad(anchor_labels)
+        self_offset = rank() * anchors.shape[0]
+    with full_precision(anchors):
+        logits = anchors @ candidates.T / temperature
     # A row is never in its own denominator nor its own positive.
-    logits.fill_diagonal_(float("-inf"))
+    rows = torch.arange(anchors.shape[0], device=anchors.device)
+    is_self = torch.zeros_like(logits, dtype=torch.bool)
+    is_self[rows, rows + self_offset] = True
+    logits = logits.masked_fill(is_self, float("-inf"))
     log_norm = torch.logsumexp(logits, dim=1)
-    row_labels = labels.to(z.device).repeat(len(views))
-    positive = row_labels[:, None] == row_labels[None, :]
-    positive.fill_diagonal_(False)
+    positive = (anchor_labels[:, None] == candidate_labels[None, :]) & ~is_self
     # where() rather than a product: the -inf diagonal times 0 would be NaN.
     mean_positive_logit = torch.where(positive, logits, 0.0).sum(dim=1) / positive.sum(dim=1)
     return (log_norm - mean_positive_logit).mean()
@@ -96,16 +114,20 @@ class SupConLoss(nn.Module):
         >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16), labels=torch.arange(8) % 3)
     """
 
-    def __init__(self, temperature: float = 0.1, similarity: str = "cosine") -> None:
+    def __init__(self, temperature: float = 0.1, similarity: str = "cosine",
+                 gather_across_processes: bool = False) -> None:
         super().__init__()
         _check_options(temperature, similarity)
         self.temperature = temperature
         self.similarity = similarity
+        self.gather_across_processes = gather_across_processes
 
     def forward(self, z_a: Tensor, z_b: Tensor, *more_views: Tensor, labels: Tensor | None,
                 validate: bool = True) -> Tensor:
         return supcon_loss(z_a, z_b, *more_views, labels=labels, temperature=self.temperature,
-                           similarity=self.similarity, validate=validate)
+                           similarity=self.similarity, validate=validate,
+                           gather_across_processes=self.gather_across_processes)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, similarity={self.similarity!r}"
+        return (f"temperature={self.temperature}, similarity={self.similarity!r}, "
+                f"gather_across_processes={self.gather_across_processes}")

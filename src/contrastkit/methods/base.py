@@ -118,6 +118,8 @@ class Method(nn.Module):
 
     * ``requires_labels``: the method needs class labels (SupCon);
     * ``modalities``: the kinds of data it trains on, ``"image"`` and/or ``"text"``;
+    * ``sync_batchnorm``: whether, on several processes, batch norm should see the global batch
+      by default (the papers that train with global batch norm);
     * ``default_options``: the method's own settings with their defaults (``method_options`` in a
       config), e.g. MoCo's queue size;
     * ``recipes``: config values for CIFAR-size (``"small"``, side <= 64) and ImageNet-size
@@ -129,6 +131,7 @@ class Method(nn.Module):
 
     requires_labels: ClassVar[bool] = False
     modalities: ClassVar[tuple[str, ...]] = ("image",)
+    sync_batchnorm: ClassVar[bool] = False
     default_options: ClassVar[dict[str, Any]] = {}
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"small": {}, "large": {}}
 

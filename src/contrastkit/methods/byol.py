@@ -36,6 +36,7 @@ class BYOL(MomentumMethod):
     """
 
     default_options = {"predictor_hidden_dim": 4096, "ema_momentum": 0.99, "ema_momentum_final": 1.0}
+    sync_batchnorm = True
     recipes = {"small": dict(hidden_dim=4096, projection_dim=256, lr_per_256=0.12, weight_decay=5e-4),
                "large": dict(preset="byol_imagenet", hidden_dim=4096, projection_dim=256, optimizer="lars",
                              lr_per_256=0.2, weight_decay=1.5e-6, method_options=dict(ema_momentum=0.996))}

@@ -9,7 +9,6 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from contrastkit._distributed import world_size
 from contrastkit.errors import ConfigError
 from contrastkit.losses.moco import MoCoLoss
 from contrastkit.methods.base import MomentumMethod, Progress, forward_views, head_output_dim, require_two_views
@@ -51,7 +50,7 @@ class MoCoV2(MomentumMethod):
         self.key_backbone = momentum_copy(backbone)
         self.key_head = momentum_copy(projection_head)
         self.queue = MemoryQueue(queue_size, head_output_dim(projection_head))
-        self.criterion = MoCoLoss(temperature=temperature)
+        self.criterion = MoCoLoss(temperature=temperature, gather_across_processes=True)
         self._set_momentum(ema_momentum, ema_momentum_final)
         # Keys of the steps since the last on_step_end (one per training_step: several with
         # gradient accumulation), enqueued there.
@@ -83,7 +82,7 @@ class MoCoV2(MomentumMethod):
     @classmethod
     def from_config(cls, backbone: nn.Module, config: Any) -> "MoCoV2":
         options = cls.options(config.method_options)
-        global_batch = config.batch_size * world_size()
+        global_batch = config.batch_size  # over all processes
         if options["queue_size"] < global_batch:
             raise ConfigError(f"moco_v2's queue_size ({options['queue_size']}) must be at least the global batch "
                               f"size ({global_batch}); raise method_options.queue_size (MoCo uses 4096 to 65536).")
@@ -106,6 +105,7 @@ class MoCoV3(MomentumMethod):
     """
 
     default_options = {"predictor_hidden_dim": 4096, "ema_momentum": 0.99, "ema_momentum_final": 1.0}
+    sync_batchnorm = True
     recipes = {"small": dict(temperature=0.2, hidden_dim=4096, projection_dim=256, lr_per_256=0.12,
                              weight_decay=5e-4),
                "large": dict(temperature=1.0, hidden_dim=4096, projection_dim=256, optimizer="lars", lr_per_256=0.3,
@@ -121,7 +121,7 @@ class MoCoV3(MomentumMethod):
         self.key_backbone = momentum_copy(backbone)
         self.key_head = momentum_copy(self.projection_head)
         self.temperature = temperature
-        self.criterion = MoCoLoss(temperature=temperature)
+        self.criterion = MoCoLoss(temperature=temperature, gather_across_processes=True)
         self._set_momentum(ema_momentum, ema_momentum_final)
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:

@@ -38,6 +38,7 @@ class BarlowTwins(_Expander):
     """
 
     default_options = {"lambda_offdiag": 5e-3, "projector_layers": 3}
+    sync_batchnorm = True
     recipes = {"small": dict(hidden_dim=2048, projection_dim=2048, lr_per_256=0.12, weight_decay=5e-4),
                "large": dict(preset="byol_imagenet", hidden_dim=8192, projection_dim=8192, optimizer="lars",
                              lr_per_256=0.2, weight_decay=1.5e-6)}
@@ -67,6 +68,7 @@ class VICReg(_Expander):
 
     default_options = {"invariance_weight": 25.0, "variance_weight": 25.0, "covariance_weight": 1.0,
                        "projector_layers": 3}
+    sync_batchnorm = True
     # LARS at both scales: with plain SGD the covariance term diverges within a few steps (see
     # contrastkit.losses.redundancy). CIFAR-size: lr 0.3 per 256 and weight decay 1e-4, as in
     # lightly's and solo-learn's VICReg benchmarks.

@@ -28,6 +28,7 @@ class SimCLR(Method):
     """
 
     modalities = ("image", "text")
+    sync_batchnorm = True
     recipes = {"small": dict(temperature=0.5, head="mlp2", projection_dim=128, lr_per_256=0.12, weight_decay=5e-4),
                "large": dict(temperature=0.1, head="mlp2", hidden_dim=2048, projection_dim=128, optimizer="lars",
                              lr_per_256=0.3, weight_decay=1e-6),
@@ -40,7 +41,7 @@ class SimCLR(Method):
         super().__init__()
         self.backbone = backbone
         self.projection_head = projection_head
-        self.criterion = InfoNCELoss(temperature=temperature, similarity=similarity)
+        self.criterion = InfoNCELoss(temperature=temperature, similarity=similarity, gather_across_processes=True)
 
     def project(self, batch: Any) -> Tensor:
         return self.projection_head(self.backbone(batch))

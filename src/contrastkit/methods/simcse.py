@@ -76,7 +76,7 @@ class SimCSEUnsup(_SentenceMethod):
     def __init__(self, backbone: nn.Module, projection_head: nn.Module | None = None, *,
                  temperature: float = 0.05, grad_cache_chunk_size: int | None = None) -> None:
         super().__init__(backbone, projection_head, grad_cache_chunk_size=grad_cache_chunk_size)
-        self.criterion = PairInfoNCELoss(temperature=temperature)
+        self.criterion = PairInfoNCELoss(temperature=temperature, gather_across_processes=True)
 
     def training_step(self, views: Sequence[Any], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:
@@ -107,7 +107,7 @@ class SimCSE(_SentenceMethod):
     def __init__(self, backbone: nn.Module, projection_head: nn.Module | None = None, *,
                  temperature: float = 0.05, symmetric: bool = False, grad_cache_chunk_size: int | None = None) -> None:
         super().__init__(backbone, projection_head, grad_cache_chunk_size=grad_cache_chunk_size)
-        self.criterion = PairInfoNCELoss(temperature=temperature, symmetric=symmetric)
+        self.criterion = PairInfoNCELoss(temperature=temperature, symmetric=symmetric, gather_across_processes=True)
 
     def training_step(self, views: Sequence[Any], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:
@@ -138,7 +138,7 @@ class CoSENT(_SentenceMethod):
     def __init__(self, backbone: nn.Module, projection_head: nn.Module | None = None, *,
                  scale: float = 20.0, grad_cache_chunk_size: int | None = None) -> None:
         super().__init__(backbone, projection_head, grad_cache_chunk_size=grad_cache_chunk_size)
-        self.criterion = CoSENTLoss(scale=scale)
+        self.criterion = CoSENTLoss(scale=scale, gather_across_processes=True)
 
     def training_step(self, views: Sequence[Any], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:

@@ -26,6 +26,7 @@ class SimSiam(Method):
     """
 
     default_options = {"predictor_hidden_dim": 512, "projector_layers": 3}
+    sync_batchnorm = True
     recipes = {"small": dict(hidden_dim=2048, projection_dim=2048, lr_per_256=0.05, weight_decay=5e-4,
                              method_options=dict(projector_layers=2)),
                "large": dict(hidden_dim=2048, projection_dim=2048, lr_per_256=0.05, weight_decay=1e-4)}

@@ -36,7 +36,7 @@ class SupCon(Method):
         super().__init__()
         self.backbone = backbone
         self.projection_head = projection_head
-        self.criterion = SupConLoss(temperature=temperature, similarity=similarity)
+        self.criterion = SupConLoss(temperature=temperature, similarity=similarity, gather_across_processes=True)
 
     def project(self, images: Tensor) -> Tensor:
         return self.projection_head(self.backbone(images))

@@ -32,6 +32,7 @@ class SwAV(Method):
 
     default_options = {"num_prototypes": 3000, "sinkhorn_epsilon": 0.05, "sinkhorn_iterations": 3,
                        "freeze_prototypes_epochs": 1.0, "num_local_crops": 6, "local_crop_size": None}
+    sync_batchnorm = True
     recipes = {"small": dict(temperature=0.1, hidden_dim=2048, projection_dim=128, lr_per_256=0.12,
                              weight_decay=5e-4, method_options=dict(num_prototypes=512, num_local_crops=0)),
                "large": dict(temperature=0.1, hidden_dim=2048, projection_dim=128, optimizer="lars", lr_per_256=0.3,

@@ -9,6 +9,12 @@ waits for the device (augmentation parameters are drawn on the CPU and copied wi
 the CPU queues the next step while the GPU runs this one. An epoch's data order and augmentations
 depend only on (seed, epoch), on any device, and checkpoints are taken at epoch ends, so
 ``fit(resume=True)`` reproduces the uninterrupted run.
+
+Under torch.distributed each process steps on its slice of every global batch through
+DistributedDataParallel (:mod:`contrastkit.train.distributed`). A preset's augmentation
+parameters are drawn for the whole global batch on every process and sliced, so a sample is
+augmented the same way whatever the number of processes, and a run can resume on another number
+of processes. Only rank 0 writes logs and checkpoints; the logged loss is the global batch's.
 """
 
 from __future__ import annotations
@@ -23,12 +29,15 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.utils._pytree import tree_map
 
+from contrastkit._distributed import all_reduce_sum
 from contrastkit.augment import params_to
 from contrastkit.data.device_loader import BatchLoader, epoch_generator
 from contrastkit.errors import ContrastkitError
 from contrastkit.methods.base import Progress
 from contrastkit.train.checkpoint import load_checkpoint, save_atomic, write_atomic
+from contrastkit.train.distributed import wrap_training_step
 from contrastkit.train.schedules import cosine_with_warmup
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -75,6 +84,8 @@ class Trainer:
         compile_mode: torch.compile's mode: "default", "reduce-overhead" (CUDA graphs),
             "max-autotune" or "max-autotune-no-cudagraphs".
         callbacks: called with the state after every epoch's checkpoint.
+        find_unused_parameters: under torch.distributed, let DistributedDataParallel look for
+            parameters a step leaves without gradient (e.g. a transformer's unused pooler).
     """
 
     def __init__(self, method: nn.Module, augment: Callable[..., Sequence[Any]], loader: BatchLoader,
@@ -82,7 +93,8 @@ class Trainer:
                  out_dir: str | Path | None = None, precision: str = "fp32", channels_last: bool = False,
                  compile: bool = False, compile_mode: str = "default", log_every: int = 20, progress: bool = True,
                  checkpoint_extra: dict[str, Any] | None = None,
-                 callbacks: Sequence[Callable[[TrainerState], None]] = ()) -> None:
+                 callbacks: Sequence[Callable[[TrainerState], None]] = (),
+                 find_unused_parameters: bool = False) -> None:
         self.method = method
         self.augment = augment
         self.loader = loader
@@ -90,6 +102,8 @@ class Trainer:
         self.epochs = epochs
         self.device = loader.device
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        # Every process reads the run folder (to resume); rank 0 alone writes it.
+        self.writes = loader.rank == 0 and self.out_dir is not None
         self.precision = precision
         self.channels_last = channels_last
         self.log_every = log_every
@@ -106,6 +120,7 @@ class Trainer:
         self.checkpointed_epoch: int | None = None
         if channels_last:
             method.to(memory_format=torch.channels_last)
+        self._training_step = wrap_training_step(method, self.device, find_unused_parameters=find_unused_parameters)
         self._step = torch.compile(self._train_step, mode=compile_mode) if compile else self._train_step
         # A MultiView splits into CPU sampling and a device-side apply with no host sync, which
         # compiles as one graph; any other callable is called as it is.
@@ -118,7 +133,7 @@ class Trainer:
         dtype = AUTOCAST_DTYPES.get(self.precision)
         autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
         with autocast:
-            loss = self.method.training_step(views, labels, validate=False)["loss"]
+            loss = self._training_step(views, labels, False)["loss"]
         self.scaler.scale(loss).backward()
         return loss.detach()
 
@@ -126,9 +141,15 @@ class Trainer:
         if self._augment_apply is None:
             return self.augment(batch, generator=generator)
         images = batch
+        # Drawn for the global batch (every process's equal share; only the shape is read), then
+        # this process's rows.
+        rows, world = images.shape[0], self.loader.world_size
+        params = self.augment.sample_params(images.new_zeros(()).expand(rows * world, *images.shape[1:]), generator)
+        if world > 1:
+            start = self.loader.rank * rows
+            params = tree_map(lambda leaf: leaf[start:start + rows], params)
         # Moved before the (compiled) apply, so its graph holds no host-to-device copy.
-        params = params_to(self.augment.sample_params(images, generator), images.device)
-        return self._augment_apply(images, params)
+        return self._augment_apply(images, params_to(params, images.device))
 
     def _set_lr(self, step: int) -> float:
         factor = cosine_with_warmup(step, self.total_steps, self.warmup_steps)
@@ -159,25 +180,29 @@ class Trainer:
     def _run_epoch(self, epoch: int, writer: Any) -> None:
         from tqdm.auto import tqdm
 
+        show = self.progress and self.loader.rank == 0
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}",
-                   disable=not self.progress, dynamic_ncols=True, leave=False)
+                   disable=not show, dynamic_ncols=True, leave=False)
         epoch_start = time.perf_counter()
         try:
             mean_loss = self._run_steps(epoch, writer, bar)
         finally:
             bar.close()  # before any error message, which would otherwise land on the bar's line
         self.state.train_seconds += time.perf_counter() - epoch_start
-        if self.progress:
+        if show:
             print(f"epoch {epoch + 1}/{self.epochs}  loss {mean_loss:.4f}  "
                   f"{self.state.train_seconds:.0f}s", flush=True)
 
     def _run_steps(self, epoch: int, writer: Any, bar: Any) -> float:
         """One epoch's steps; returns the mean loss of its last logging interval."""
         # On the CPU whatever the device, like the data order: the same seed, the same batches anywhere.
-        augment_generator = epoch_generator(self.loader.seed, epoch, stream=1)
+        # A preset draws the global batch's parameters on every process; any other augmentation
+        # draws for its own samples, so each process needs a stream of its own.
+        stream = 1 if self._augment_apply is not None else 1 + self.loader.rank
+        augment_generator = epoch_generator(self.loader.seed, epoch, stream=stream)
         loss_sum = torch.zeros((), device=self.device)
         interval_steps, interval_start = 0, time.perf_counter()
-        batch_samples, mean_loss = 0, math.nan
+        mean_loss = math.nan
         for batch, labels in self.loader.epoch(epoch):
             lr = self._set_lr(self.state.step)
             progress = Progress(self.state.step, self.total_steps, self.steps_per_epoch)
@@ -195,15 +220,15 @@ class Trainer:
             loss_sum += loss.float()
             self.state.step += 1
             interval_steps += 1
-            batch_samples = labels.shape[0]
             bar.update(1)
             last_of_epoch = self.state.step % self.steps_per_epoch == 0
             if self.state.step % self.log_every == 0 or last_of_epoch:
-                mean_loss = (loss_sum / interval_steps).item()  # the one host sync per interval
+                # The one host sync per interval; the mean over the processes is the global batch's loss.
+                mean_loss = (all_reduce_sum(loss_sum) / (interval_steps * self.loader.world_size)).item()
                 elapsed = time.perf_counter() - interval_start
                 record = {"step": self.state.step, "epoch": round(self.state.step / self.steps_per_epoch, 4),
                           "loss": mean_loss, "lr": lr,
-                          "samples_per_second": interval_steps * batch_samples / elapsed}
+                          "samples_per_second": interval_steps * self.loader.batch_size / elapsed}
                 self._check_finite(mean_loss, epoch, lr)
                 self._log(record, writer)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.3g}", per_s=f"{record['samples_per_second']:.0f}")
@@ -224,7 +249,7 @@ class Trainer:
 
     # -- logs and checkpoints -----------------------------------------------------------------
     def _open_writers(self) -> Any:
-        if self.out_dir is None:
+        if not self.writes:
             return None
         self.out_dir.mkdir(parents=True, exist_ok=True)
         from torch.utils.tensorboard import SummaryWriter
@@ -232,7 +257,7 @@ class Trainer:
         return SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.state.step or None)
 
     def _log(self, record: dict[str, float], writer: Any) -> None:
-        if self.out_dir is None:
+        if not self.writes:
             return
         with open(self.out_dir / "metrics.jsonl", "a") as file:
             file.write(json.dumps(record) + "\n")
@@ -246,7 +271,7 @@ class Trainer:
         return self.out_dir / "checkpoints" / "last.pt"
 
     def _save_checkpoint(self) -> None:
-        if self.out_dir is None:
+        if not self.writes:
             return
         save_atomic({"method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                      "scaler": self.scaler.state_dict(), "trainer": asdict(self.state),
@@ -262,6 +287,6 @@ class Trainer:
         # Drop log lines of the interrupted epoch (and one a kill cut short): they are written
         # again as it reruns.
         metrics = self.out_dir / "metrics.jsonl"
-        if metrics.exists():
+        if self.writes and metrics.exists():
             kept = [record for record in read_metrics(metrics) if record["step"] <= self.state.step]
             write_atomic(metrics, lambda file: file.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
