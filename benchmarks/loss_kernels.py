@@ -6,12 +6,14 @@ peak memory allocated beyond the inputs (CUDA only: torch's allocator counts eve
 CPU there is no such counter, so memory is null), and compares the loss and the gradients with a
 float64 reference, the tiled path run in float64 (up to --reference-up-to pairs; null above).
 
-InfoNCE contenders: contrastkit's tiled path, contrastkit's plain path, the textbook NT-Xent
+InfoNCE contenders: contrastkit's fused Triton kernels (where they run: CUDA with Triton),
+contrastkit's tiled path, contrastkit's plain path, the textbook NT-Xent
 written below in plain torch (concatenate, normalise, matmul, mask the diagonal, cross-entropy, all
 in the input dtype), and lightly's NTXentLoss when lightly is installed. CLIP: tiled against plain.
 A run that runs out of memory is reported as "oom".
 
-    python benchmarks/loss_kernels.py --device cuda                  # the GPU table, 4096..262144 pairs
+    python benchmarks/loss_kernels.py --device cuda                  # the GPU table, 4096..1048576 pairs
+    python benchmarks/loss_kernels.py --device cuda --dtype bf16     # bf16 inputs (textbook loss in bf16)
     python benchmarks/loss_kernels.py --device cpu --sizes 512 2048  # a smoke run; keep sizes small on a CPU
 """
 
@@ -30,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastkit.losses import clip_loss, info_nce
+from contrastkit.losses import clip_loss, fused, info_nce
 from contrastkit.losses.tiled import DEFAULT_TILE_SIZE, tiled_clip_loss, tiled_info_nce
 from contrastkit.runs import pick_device
 
-DEFAULT_SIZES = [4096, 8192, 16384, 32768, 65536, 131072, 262144]
+DEFAULT_SIZES = [4096, 8192, 16384, 32768, 65536, 131072, 262144, 1048576]
 LossFn = Callable[..., Tensor]
 
 
@@ -146,6 +148,8 @@ def main() -> None:
         "contrastkit_plain": lambda a, b: info_nce(a, b, temperature=t, tiled=False, validate=False),
         "torch_textbook": lambda a, b: textbook_nt_xent(a, b, t),
     }
+    if fused.available(device):
+        info_nce_losses["contrastkit_fused"] = lambda a, b: info_nce(a, b, temperature=t, fused=True, validate=False)
     if not isinstance(lightly, str):
         info_nce_losses["lightly"] = lightly
     logit_scale = torch.tensor(math.log(1 / 0.07), device=device, requires_grad=True)

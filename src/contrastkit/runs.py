@@ -158,31 +158,42 @@ def train(config: Config, *, resume: bool = False,
     """Pretrain, then (if ``config.evaluate``) evaluate and plot; returns the run folder.
 
     Under a launcher (torchrun, srun) every process calls this: they train together, and rank 0
-    alone prepares and writes the run folder, evaluates and plots.
+    alone prepares and writes the run folder, evaluates and plots, while the others wait.
     """
     already_running = dist.is_available() and dist.is_initialized()
     group = init_process_group(pick_device(config.device, launcher_environment().local_rank))
     try:
         # Recorded, whatever the config said (a resumed run may have started on another number).
         config = config_module.update(config, {"world_size": group.world_size})
-        if not group.is_main:
-            return _train_prepared(*_from_main(group, None), callbacks, group)
-        with contextlib.ExitStack() as stack:
-            # Rank 0 alone checks, locks and prepares the folder, then hands every process the
-            # resolved config, or its error, so that no process waits for one that has stopped.
-            try:
-                out_dir = Path(config.out) if config.out else default_run_dir(config)
-                if resume and not (out_dir / "config.yaml").is_file():
-                    raise ContrastkitError(f"nothing to resume in {out_dir}: it holds no config.yaml. "
-                                           "Start the run without --resume.")
-                stack.enter_context(run_folder.locked(out_dir))
-                prepared = _prepare_folder(config, out_dir, resume)
-            except ContrastkitError as error:
-                _from_main(group, error)
-            return _train_prepared(*_from_main(group, prepared), callbacks, group)
+        if group.is_main:
+            out_dir = _train_main(config, resume, callbacks, group)
+        else:
+            out_dir = _train_prepared(*_from_main(group, None), callbacks, group)
+        if group.world_size > 1:
+            # The others wait while rank 0 evaluates: a process leaving the group while another
+            # still holds it can abort in gloo's threads at exit.
+            dist.barrier()
+        return out_dir
     finally:
         if group.world_size > 1 and not already_running:
             dist.destroy_process_group()
+
+
+def _train_main(config: Config, resume: bool, callbacks: Sequence[Callable[[TrainerState], None]],
+                group: ProcessGroup) -> Path:
+    with contextlib.ExitStack() as stack:
+        # Rank 0 alone checks, locks and prepares the folder, then hands every process the
+        # resolved config, or its error, so that no process waits for one that has stopped.
+        try:
+            out_dir = Path(config.out) if config.out else default_run_dir(config)
+            if resume and not (out_dir / "config.yaml").is_file():
+                raise ContrastkitError(f"nothing to resume in {out_dir}: it holds no config.yaml. "
+                                       "Start the run without --resume.")
+            stack.enter_context(run_folder.locked(out_dir))
+            prepared = _prepare_folder(config, out_dir, resume)
+        except ContrastkitError as error:
+            _from_main(group, error)
+        return _train_prepared(*_from_main(group, prepared), callbacks, group)
 
 
 def _from_main(group: ProcessGroup, value: Any) -> Any:

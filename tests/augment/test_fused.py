@@ -26,6 +26,7 @@ import pytest
 import torch
 
 import contrastkit
+import contrastkit._triton
 from contrastkit.augment import (
     ColorJitter,
     Compose,
@@ -335,14 +336,21 @@ def test_cpu_images_need_the_interpreter() -> None:
         fused_apply(images, pipeline, pipeline.sample_params(to_float(images), gen()))
 
 
+def fresh_module(module: Any) -> Any:
+    """A new copy of ``module``, executed now (under whatever sys.modules holds)."""
+    spec = importlib.util.spec_from_file_location(f"{module.__name__}_fresh", module.__file__)
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    return copy
+
+
 def test_without_triton(monkeypatch: pytest.MonkeyPatch) -> None:
     # A fresh copy of the module, imported while triton cannot be: it imports, fusable_prefix works
     # and fused_apply names the fix.
     monkeypatch.setitem(sys.modules, "triton", None)
     monkeypatch.setitem(sys.modules, "triton.language", None)
-    spec = importlib.util.spec_from_file_location("fused_without_triton", fused.__file__)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, "contrastkit._triton", fresh_module(contrastkit._triton))
+    module = fresh_module(fused)
     assert module.triton is None
     pipeline = full_chain(8)
     assert module.fusable_prefix(pipeline) == 6

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from contrastkit._checks import check_ndim
+from contrastkit._triton import jit, tl, triton  # None without Triton: fused_apply says how to install it
 from contrastkit.augment.image import (
     LAYOUT,
     ColorJitter,
@@ -46,13 +47,6 @@ from contrastkit.augment.image import (
     to_float,
 )
 from contrastkit.errors import ConfigError, InputError
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # the torch ops work without Triton; fused_apply says how to install it
-    triton = None
-    tl = None
 
 __all__ = ["fusable_prefix", "fused_apply"]
 
@@ -223,13 +217,6 @@ def _run_kernel(images: Tensor, ops: list[Any], params: list[dict[str, Tensor]],
     return out
 
 
-def _jit(fn: Any) -> Any:
-    """triton.jit where Triton is installed; without it the kernel stays a plain function that
-    nothing calls. Triton picks compiled or interpreted code (TRITON_INTERPRET=1) here, at import,
-    as it does for its own library functions (tl.sum, tl.cdiv) when it is imported."""
-    return fn if triton is None else triton.jit(fn)
-
-
 # The kernel computes each output pixel's source coordinate directly, where the torch path goes
 # through grid_sample's normalised coordinates and back: equal in exact arithmetic, a few float32
 # ulps apart otherwise. An ulp of a coordinate near 500 px is 3e-5 px, and an edge between two
@@ -238,7 +225,7 @@ def _jit(fn: Any) -> Any:
 #
 # Integer arguments equal to 1 become compile-time constants when compiled, so none of them is
 # used with tensor-only methods.
-@_jit
+@jit
 def _augment_kernel(
     src_ptr, out_ptr,
     top_ptr, left_ptr, crop_h_ptr, crop_w_ptr,

@@ -63,8 +63,10 @@ def _check_inputs(views: tuple[Tensor, ...], temperature: float, similarity: str
             check_finite("negatives", negatives)
 
 
-def _contrast_rows(views: tuple[Tensor, ...], similarity: str, gather: bool) -> tuple[Tensor, Tensor, int]:
-    """The rows of the loss, in the loss dtype and L2-normalised for cosine similarity.
+def _contrast_rows(views: tuple[Tensor, ...], similarity: str, gather: bool,
+                   dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor, int]:
+    """The rows of the loss, L2-normalised (in the loss dtype) for cosine similarity, then in
+    ``dtype`` (default: the loss dtype).
 
     Returns (anchors, rows, self_offset): this process's views stacked view by view (A = V*N, D);
     every row an anchor contrasts with (M, D), which are the anchors themselves or, with
@@ -74,6 +76,8 @@ def _contrast_rows(views: tuple[Tensor, ...], similarity: str, gather: bool) -> 
     anchors = torch.cat(views).to(loss_dtype(views[0]))
     if similarity == "cosine":
         anchors = F.normalize(anchors, dim=1)
+    if dtype is not None:
+        anchors = anchors.to(dtype)
     if not gather:
         return anchors, anchors, 0
     return anchors, gather_with_grad(anchors), rank() * anchors.shape[0]

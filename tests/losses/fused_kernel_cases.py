@@ -1,0 +1,85 @@
+"""Run with TRITON_INTERPRET=1 (test_fused_info_nce.py starts it so): the fused InfoNCE kernels
+on small cases against the float64 torch loss, values and gradients. Prints one JSON line with
+each case's relative errors; the distributed case raises if its gradients differ."""
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from contrastkit.losses import info_nce
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loss_helpers import assert_averaged_over_processes_equal, run_in_process_group  # noqa: E402
+
+# name: (views, samples, dim, extra negatives, temperature, similarity, dtype)
+CASES = {
+    "two views, uneven tile and dim": (2, 5, 7, 0, 0.5, "dot", torch.float32),
+    "three views, cosine": (3, 30, 20, 0, 0.1, "cosine", torch.float32),
+    "four views and a queue": (4, 17, 40, 13, 0.2, "cosine", torch.float32),
+    "several tiles each way": (2, 70, 33, 0, 0.07, "cosine", torch.float32),
+    # Unit rows rounded to the dtype, compared on dot similarity: the kernel's own error, not
+    # the rounding of rows it normalised in float32 and handed on in 16 bits.
+    "bfloat16": (2, 40, 32, 9, 0.1, "dot", torch.bfloat16),
+    "float16": (2, 40, 32, 9, 0.1, "dot", torch.float16),
+}
+
+
+def relative(actual, reference):
+    return ((actual.double() - reference).norm() / reference.norm()).item()
+
+
+def run_case(views, samples, dim, extra, temperature, similarity, dtype):
+    generator = torch.Generator().manual_seed(views * 100 + samples)
+    # Inputs representable in the kernel's dtype, so both sides see the same numbers.
+    inputs = [F.normalize(torch.randn(samples, dim, generator=generator), dim=1).to(dtype).double()
+              for _ in range(views)]
+    if extra:
+        inputs.append(F.normalize(torch.randn(extra, dim, generator=generator), dim=1).to(dtype).double())
+    reference_inputs = [tensor.clone().requires_grad_() for tensor in inputs]
+    kernel_inputs = [tensor.to(dtype).requires_grad_() for tensor in inputs]
+    results = []
+    for tensors, fused in ((reference_inputs, False), (kernel_inputs, True)):
+        queue = tensors[views] if extra else None
+        loss = info_nce(*tensors[:views], negatives=queue, temperature=temperature, similarity=similarity,
+                        tiled=False, fused=fused)
+        results.append((loss, torch.autograd.grad(loss, tensors)))
+    (reference, reference_grads), (value, grads) = results
+    # What storing the exact gradients in the inputs' dtype alone costs: the floor of any kernel.
+    floor = max(relative(expected.to(dtype), expected) for expected in reference_grads)
+    return {"value": abs(value.item() - reference.item()) / abs(reference.item()),
+            "grad": max(relative(grad, expected) for grad, expected in zip(grads, reference_grads)),
+            "grad_rounding_floor": floor}
+
+
+def distributed_worker(rank, world, inputs, expected):
+    shard = slice(rank * 6, (rank + 1) * 6)
+    views = [tensor[shard].clone().float().requires_grad_() for tensor in inputs]
+    loss = info_nce(*views, temperature=0.2, gather_across_processes=True, fused=True)
+    grads = list(torch.autograd.grad(loss, views))
+    assert_averaged_over_processes_equal([loss.detach().double()], expected[:1], world, rtol=1e-5, atol=0,
+                                         msg="loss")
+    for grad, reference in zip(grads, expected[1:]):
+        # Each process's rows get the gradient of the sum of the world's losses, whose average
+        # (what DDP takes of parameter gradients) is the one-process loss.
+        torch.testing.assert_close(grad.double() / world, reference[shard], rtol=1e-4, atol=1e-6)
+
+
+def run_distributed():
+    generator = torch.Generator().manual_seed(7)
+    inputs = [torch.randn(12, 10, generator=generator).float().double() for _ in range(2)]
+    views = [tensor.clone().requires_grad_() for tensor in inputs]
+    loss = info_nce(*views, temperature=0.2, tiled=False)
+    expected = [loss.detach(), *torch.autograd.grad(loss, views)]
+    with tempfile.TemporaryDirectory() as folder:
+        run_in_process_group(Path(folder), distributed_worker, inputs, expected)
+    return {"value": 0.0, "grad": 0.0, "grad_rounding_floor": 0.0}
+
+
+if __name__ == "__main__":
+    report = {name: run_case(*case) for name, case in CASES.items()}
+    report["two processes, gathered"] = run_distributed()
+    print(json.dumps(report))
