@@ -9,7 +9,8 @@ float64 reference, the tiled path run in float64 (up to --reference-up-to pairs;
 InfoNCE contenders: contrastkit's fused Triton kernels (where they run: CUDA with Triton),
 contrastkit's tiled path, contrastkit's plain path, the textbook NT-Xent
 written below in plain torch (concatenate, normalise, matmul, mask the diagonal, cross-entropy, all
-in the input dtype), and lightly's NTXentLoss when lightly is installed. CLIP: tiled against plain.
+in the input dtype, and in bf16 from float32 inputs), and lightly's NTXentLoss when lightly is
+installed. CLIP: fused (where it runs), tiled and plain.
 A run that runs out of memory is reported as "oom".
 
     python benchmarks/loss_kernels.py --device cuda                  # the GPU table, 4096..1048576 pairs
@@ -145,9 +146,11 @@ def main() -> None:
     lightly = lightly_nt_xent(t)
     info_nce_losses: dict[str, LossFn] = {
         "contrastkit_tiled": lambda a, b: tiled_info_nce(a, b, temperature=t, tile_size=tile, validate=False),
-        "contrastkit_plain": lambda a, b: info_nce(a, b, temperature=t, tiled=False, validate=False),
+        "contrastkit_plain": lambda a, b: info_nce(a, b, temperature=t, tiled=False, validate=False, fused=False),
         "torch_textbook": lambda a, b: textbook_nt_xent(a, b, t),
     }
+    if dtype == torch.float32:  # the fast baseline the kernel must beat: the textbook loss in bf16
+        info_nce_losses["torch_textbook_bf16"] = lambda a, b: textbook_nt_xent(a.bfloat16(), b.bfloat16(), t)
     if fused.available(device):
         info_nce_losses["contrastkit_fused"] = lambda a, b: info_nce(a, b, temperature=t, fused=True, validate=False)
     if not isinstance(lightly, str):
@@ -155,8 +158,10 @@ def main() -> None:
     logit_scale = torch.tensor(math.log(1 / 0.07), device=device, requires_grad=True)
     clip_losses: dict[str, LossFn] = {
         "contrastkit_tiled": lambda x, y, s: tiled_clip_loss(x, y, s, tile_size=tile, validate=False),
-        "contrastkit_plain": lambda x, y, s: clip_loss(x, y, s, tiled=False, validate=False),
+        "contrastkit_plain": lambda x, y, s: clip_loss(x, y, s, tiled=False, validate=False, fused=False),
     }
+    if fused.available(device):
+        clip_losses["contrastkit_fused"] = lambda x, y, s: clip_loss(x, y, s, fused=True, validate=False)
     results: dict[str, list] = {"info_nce": [], "clip": []}
     for pairs in args.sizes:
         for name, losses, extra in (("info_nce", info_nce_losses, []), ("clip", clip_losses, [logit_scale])):

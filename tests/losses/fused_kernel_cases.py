@@ -5,12 +5,13 @@ each case's relative errors; the distributed case raises if its gradients differ
 import json
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from contrastkit.losses import info_nce
+from contrastkit.losses import clip_loss, fused, info_nce, moco_info_nce, sigmoid_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loss_helpers import assert_averaged_over_processes_equal, run_in_process_group  # noqa: E402
@@ -32,6 +33,16 @@ def relative(actual, reference):
     return ((actual.double() - reference).norm() / reference.norm()).item()
 
 
+def errors(results, dtype):
+    """Relative errors of the kernel's (loss, gradients) against the reference's, and what
+    storing the exact gradients in the inputs' dtype alone costs: the floor of any kernel."""
+    (reference, reference_grads), (value, grads) = results
+    floor = max(relative(expected.to(dtype), expected) for expected in reference_grads)
+    return {"value": abs(value.item() - reference.item()) / abs(reference.item()),
+            "grad": max(relative(grad, expected) for grad, expected in zip(grads, reference_grads)),
+            "grad_rounding_floor": floor}
+
+
 def run_case(views, samples, dim, extra, temperature, similarity, dtype):
     generator = torch.Generator().manual_seed(views * 100 + samples)
     # Inputs representable in the kernel's dtype, so both sides see the same numbers.
@@ -47,16 +58,55 @@ def run_case(views, samples, dim, extra, temperature, similarity, dtype):
         loss = info_nce(*tensors[:views], negatives=queue, temperature=temperature, similarity=similarity,
                         tiled=False, fused=fused)
         results.append((loss, torch.autograd.grad(loss, tensors)))
-    (reference, reference_grads), (value, grads) = results
-    # What storing the exact gradients in the inputs' dtype alone costs: the floor of any kernel.
-    floor = max(relative(expected.to(dtype), expected) for expected in reference_grads)
-    return {"value": abs(value.item() - reference.item()) / abs(reference.item()),
-            "grad": max(relative(grad, expected) for grad, expected in zip(grads, reference_grads)),
-            "grad_rounding_floor": floor}
+    return errors(results, dtype)
 
 
-def distributed_worker(rank, world, inputs, expected):
+def run_paired_case(loss, samples, queue, dim, dtype):
+    """CLIP (both directions, learnable scale), SigLIP (learnable scale and bias) or MoCo (v3
+    in-batch keys, v2 with a queue)."""
+    generator = torch.Generator().manual_seed(samples + queue)
+    count = 3 if queue else 2
+    shapes = [(samples, dim), (samples, dim), (queue, dim)][:count]
+    inputs = [F.normalize(torch.randn(*shape, generator=generator), dim=1).to(dtype).double() for shape in shapes]
+    results = []
+    for fused, cast in ((False, torch.float64), (True, dtype)):
+        tensors = [tensor.to(cast).requires_grad_() for tensor in inputs]
+        if loss == "siglip":
+            scalars = [torch.tensor(value, dtype=torch.float64).requires_grad_() for value in (2.3, -3.0)]
+            tensors.extend(scalars)
+            value = sigmoid_loss(tensors[0], tensors[1], *scalars, fused=fused)
+        elif loss == "clip":
+            logit_scale = torch.tensor(2.5, dtype=torch.float64).requires_grad_()
+            tensors.append(logit_scale)
+            value = clip_loss(tensors[0], tensors[1], logit_scale, tiled=False, fused=fused)
+        else:
+            value = moco_info_nce(tensors[0], tensors[1], negatives=tensors[2] if queue else None, temperature=0.2,
+                                  fused=fused)
+        results.append((value, torch.autograd.grad(value, tensors)))
+    return errors(results, dtype)
+
+
+PAIRED_CASES = {
+    "clip, uneven": ("clip", 37, 0, 20, torch.float32),
+    "clip, several tiles": ("clip", 130, 0, 48, torch.float32),
+    "clip, bfloat16": ("clip", 40, 0, 32, torch.bfloat16),
+    "moco v3": ("moco", 50, 0, 24, torch.float32),
+    "siglip, uneven": ("siglip", 37, 0, 20, torch.float32),
+    "siglip, several tiles": ("siglip", 130, 0, 48, torch.float32),
+    "siglip, bfloat16": ("siglip", 40, 0, 32, torch.bfloat16),
+    "moco v2 with a queue": ("moco", 30, 70, 24, torch.float32),
+}
+
+
+def distributed_worker(rank, world, inputs, expected, moco_expected):
     shard = slice(rank * 6, (rank + 1) * 6)
+    # MoCo v3 against every process's keys: query i of rank r has key 6r + i.
+    queries = inputs[0][shard].clone().float().requires_grad_()
+    moco = moco_info_nce(queries, inputs[1][shard].float(), temperature=0.2, gather_across_processes=True, fused=True)
+    moco_grad, = torch.autograd.grad(moco, [queries])
+    assert_averaged_over_processes_equal([moco.detach().double()], moco_expected[:1], world, rtol=1e-5, atol=0,
+                                         msg="moco loss")
+    torch.testing.assert_close(moco_grad.double(), moco_expected[1][shard] * world, rtol=1e-4, atol=1e-6)
     views = [tensor[shard].clone().float().requires_grad_() for tensor in inputs]
     loss = info_nce(*views, temperature=0.2, gather_across_processes=True, fused=True)
     grads = list(torch.autograd.grad(loss, views))
@@ -74,12 +124,31 @@ def run_distributed():
     views = [tensor.clone().requires_grad_() for tensor in inputs]
     loss = info_nce(*views, temperature=0.2, tiled=False)
     expected = [loss.detach(), *torch.autograd.grad(loss, views)]
+    queries = inputs[0].clone().requires_grad_()
+    moco = moco_info_nce(queries, inputs[1], temperature=0.2)
+    moco_expected = [moco.detach(), *torch.autograd.grad(moco, [queries])]
     with tempfile.TemporaryDirectory() as folder:
-        run_in_process_group(Path(folder), distributed_worker, inputs, expected)
+        run_in_process_group(Path(folder), distributed_worker, inputs, expected, moco_expected)
+    return {"value": 0.0, "grad": 0.0, "grad_rounding_floor": 0.0}
+
+
+def run_first_call_check():
+    """The automatic choice's check, on the real kernels: it agrees (values and gradients) and
+    warns of nothing."""
+    generator = torch.Generator().manual_seed(11)
+    views = [torch.randn(20, 16, generator=generator).requires_grad_() for _ in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = fused.checked_once("info_nce", views[0], None, lambda: info_nce(*views, fused=True),
+                                  lambda: info_nce(*views, fused=False), inputs=tuple(views))
+        loss.backward()
+    assert fused._checked[("info_nce", "cpu", torch.float32)] is True
     return {"value": 0.0, "grad": 0.0, "grad_rounding_floor": 0.0}
 
 
 if __name__ == "__main__":
     report = {name: run_case(*case) for name, case in CASES.items()}
+    report.update({name: run_paired_case(*case) for name, case in PAIRED_CASES.items()})
     report["two processes, gathered"] = run_distributed()
+    report["first-call check"] = run_first_call_check()
     print(json.dumps(report))

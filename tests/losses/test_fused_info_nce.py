@@ -1,4 +1,5 @@
-"""The fused Triton InfoNCE kernels (contrastkit.losses.fused) against the float64 torch loss.
+"""The fused Triton kernels (contrastkit.losses.fused) against the float64 torch losses: InfoNCE,
+CLIP (both directions, the learnable scale's gradient) and MoCo (v3 in-batch keys, v2's queue).
 
 The kernels run under Triton's interpreter on the CPU, which must be on before triton is imported
 (other tests import it first, through torch.compile): fused_kernel_cases.py runs every case in a
@@ -16,15 +17,15 @@ import pytest
 import torch
 
 from contrastkit.errors import ConfigError
-from contrastkit.losses import info_nce
+from contrastkit.losses import fused, info_nce
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
-                                reason="Triton is not installed (pip install triton)")
 CASES_SCRIPT = Path(__file__).with_name("fused_kernel_cases.py")
 
 
 @pytest.fixture(scope="module")
 def report():
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("Triton is not installed (pip install triton)")
     src = str(Path(__import__("contrastkit").__file__).resolve().parents[1])
     env = {**os.environ, "TRITON_INTERPRET": "1",
            "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
@@ -35,12 +36,13 @@ def report():
 
 
 @pytest.mark.parametrize("case", ["two views, uneven tile and dim", "three views, cosine", "four views and a queue",
-                                  "several tiles each way"])
+                                  "several tiles each way", "clip, uneven", "clip, several tiles", "moco v3",
+                                  "moco v2 with a queue"])
 def test_float32_values_and_gradients_match_float64(report, case):
     assert report[case]["value"] <= 1e-5 and report[case]["grad"] <= 1e-5, report[case]
 
 
-@pytest.mark.parametrize("case", ["bfloat16", "float16"])
+@pytest.mark.parametrize("case", ["bfloat16", "float16", "clip, bfloat16"])
 def test_16_bit_inputs_lose_no_more_than_their_own_rounding(report, case):
     # Products are exact and sums float32, so the loss is as exact as for float32 inputs; the
     # gradients come back in the inputs' dtype, whose rounding alone (the floor) dominates, twice
@@ -54,10 +56,72 @@ def test_gathered_across_two_processes_equals_one_process(report):
     assert "two processes, gathered" in report  # the case raises in its workers on a mismatch
 
 
+def test_the_first_call_check_passes_the_real_kernels(report):
+    assert "first-call check" in report  # the case raises on a warning or a fallback
+
+
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="checks the refusal without the interpreter")
 def test_fused_on_a_cpu_without_the_interpreter_is_refused_with_the_fix():
     with pytest.raises(ConfigError, match="TRITON_INTERPRET=1.*fused=False"):
         info_nce(torch.randn(4, 8), torch.randn(4, 8), fused=True)
+
+
+def test_the_automatic_choice_stays_on_torch_off_cuda():
+    assert not fused.use_fused(None, torch.randn(4, 8))
+    assert fused.use_fused(True, torch.randn(4, 8)) and not fused.use_fused(False, torch.randn(4, 8))
+
+
+class Calls:
+    def __init__(self, fused_value, reference_value=1.0):
+        self.fused_value, self.reference_value, self.fused, self.reference = fused_value, reference_value, 0, 0
+
+    def run_fused(self):
+        self.fused += 1
+        if isinstance(self.fused_value, Exception):
+            raise self.fused_value
+        return torch.tensor(self.fused_value)
+
+    def run_reference(self):
+        self.reference += 1
+        return torch.tensor(self.reference_value)
+
+
+@pytest.fixture
+def fresh_checks(monkeypatch):
+    monkeypatch.setattr(fused, "_checked", {})
+
+
+def test_an_automatic_first_call_that_agrees_keeps_the_kernels_unchecked_after(fresh_checks):
+    rows, calls = torch.zeros(2, 2), Calls(1.0 + 1e-6)
+    for _ in range(3):
+        assert fused.checked_once("loss", rows, None, calls.run_fused, calls.run_reference).item() == \
+            pytest.approx(1.0 + 1e-6)
+    assert (calls.fused, calls.reference) == (3, 1)  # the torch loss ran once, beside the first call
+
+
+def test_an_automatic_first_call_with_wrong_gradients_falls_back(fresh_checks):
+    weight = torch.ones(3, requires_grad=True)
+    with pytest.warns(RuntimeWarning, match="differs from the torch loss"):
+        # Equal values (3) at weight = 1, gradients 2 against 1.
+        value = fused.checked_once("loss", torch.zeros(2, 2), None, lambda: weight.pow(2).sum(),
+                                   lambda: weight.sum(), inputs=(weight,))
+    value.backward()
+    assert weight.grad.tolist() == [1.0, 1.0, 1.0]  # the torch loss's
+
+
+@pytest.mark.parametrize("fused_value", [1.1, float("nan"), RuntimeError("PTX not supported")])
+def test_an_automatic_first_call_that_disagrees_or_fails_falls_back_for_good(fresh_checks, fused_value):
+    rows, calls = torch.zeros(2, 2), Calls(fused_value)
+    with pytest.warns(RuntimeWarning, match="fused loss kernel was not used.*torch loss runs instead"):
+        assert fused.checked_once("loss", rows, None, calls.run_fused, calls.run_reference).item() == 1.0
+    assert fused.checked_once("loss", rows, None, calls.run_fused, calls.run_reference).item() == 1.0
+    assert calls.fused == 1
+
+
+def test_a_forced_choice_is_not_checked(fresh_checks):
+    rows, calls = torch.zeros(2, 2), Calls(5.0)
+    assert fused.checked_once("loss", rows, True, calls.run_fused, calls.run_reference).item() == 5.0
+    assert calls.reference == 0
 
 
 def test_float64_rows_are_refused_with_the_fix():

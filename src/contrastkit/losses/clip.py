@@ -21,13 +21,14 @@ from torch import Tensor, nn
 
 from contrastkit._checks import check_positive
 from contrastkit.errors import ConfigError
+from contrastkit.losses import fused as fused_kernels
 from contrastkit.losses import tiled as tiled_losses
 from contrastkit.losses._contrastive import _check_clip_inputs
 from contrastkit.losses._precision import full_precision, loss_dtype
 
 
 def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor, *,
-              validate: bool = True, tiled: bool | None = None) -> Tensor:
+              validate: bool = True, tiled: bool | None = None, fused: bool | None = None) -> Tensor:
     """Symmetric image-text cross-entropy (see the module docstring).
 
     Args:
@@ -40,6 +41,9 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
         tiled: compute by tiles (:func:`~contrastkit.losses.tiled.tiled_clip_loss`), never holding
             the N x N logits: True forces it, False forbids it, None (default) picks it when N x N
             exceeds ``tiled.AUTO_TILED_LOGITS`` (8192 x 8192).
+        fused: compute both directions in the Triton kernels of :mod:`contrastkit.losses.fused`,
+            features kept in their dtype: None (default) on CUDA with Triton, first call checked
+            against the torch loss; True forces it; False keeps the torch paths.
 
     Returns:
         The scalar loss, in float32 (or float64 for float64 features).
@@ -53,6 +57,18 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
     dtype = loss_dtype(image_features)
     images = F.normalize(image_features.to(dtype), dim=1)
     texts = F.normalize(text_features.to(dtype), dim=1)
+    if tiled is True and fused is None:
+        fused = False  # the tiled path was asked for
+    if fused_kernels.use_fused(fused, image_features):
+        def in_kernels() -> Tensor:
+            kernel_dtype, scale = image_features.dtype, logit_scale.float().exp()
+            rows, columns = images.to(kernel_dtype), texts.to(kernel_dtype)
+            return (fused_kernels.fused_paired_cross_entropy(rows, columns, scale)
+                    + fused_kernels.fused_paired_cross_entropy(columns, rows, scale)) / 2
+
+        return fused_kernels.checked_once("clip_loss", image_features, fused, in_kernels, lambda: clip_loss(
+            image_features, text_features, logit_scale, validate=False, tiled=tiled, fused=False),
+            inputs=(image_features, text_features, logit_scale))
     if tiled_losses._use_tiled(tiled, images.shape[0] ** 2):
         return tiled_losses._clip_from_normalised(images, texts, logit_scale.to(dtype).exp(),
                                                   tiled_losses.DEFAULT_TILE_SIZE)
@@ -81,7 +97,7 @@ class CLIPLoss(nn.Module):
     """
 
     def __init__(self, init_temperature: float = 0.07, learnable: bool = True, max_scale: float = 100.0,
-                 tiled: bool | None = None) -> None:
+                 tiled: bool | None = None, fused: bool | None = None) -> None:
         super().__init__()
         check_positive("init_temperature", init_temperature, "CLIP uses 0.07.")
         check_positive("max_scale", max_scale, "CLIP uses 100.")
@@ -89,6 +105,7 @@ class CLIPLoss(nn.Module):
             raise ConfigError(f"max_scale must be >= 1/init_temperature = {1 / init_temperature:.4g}, got "
                               f"{max_scale}; raise max_scale (CLIP uses 100) or init_temperature.")
         self.max_scale = max_scale
+        self.fused = fused
         self.tiled = tiled
         logit_scale = torch.tensor(math.log(1 / init_temperature))
         if learnable:
@@ -98,7 +115,8 @@ class CLIPLoss(nn.Module):
 
     def forward(self, image_features: Tensor, text_features: Tensor, validate: bool = True) -> Tensor:
         logit_scale = self.logit_scale.clamp(max=math.log(self.max_scale))
-        return clip_loss(image_features, text_features, logit_scale, validate=validate, tiled=self.tiled)
+        return clip_loss(image_features, text_features, logit_scale, validate=validate, tiled=self.tiled,
+                         fused=self.fused)
 
     def extra_repr(self) -> str:
-        return f"max_scale={self.max_scale}, tiled={self.tiled}"
+        return f"max_scale={self.max_scale}, tiled={self.tiled}, fused={self.fused}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from contrastkit.losses import fused as fused_kernels
 from contrastkit.losses import tiled as tiled_losses
 from contrastkit.losses._contrastive import (_check_inputs, _check_options, _contrast_rows,
                                              _prepared_negatives)
@@ -25,7 +26,7 @@ from contrastkit.losses._precision import full_precision, loss_dtype
 def info_nce(z_a: Tensor, z_b: Tensor, *more_views: Tensor, temperature: float = 0.5,
              similarity: str = "cosine", negatives: Tensor | None = None,
              validate: bool = True, tiled: bool | None = None,
-             gather_across_processes: bool = False, fused: bool = False) -> Tensor:
+             gather_across_processes: bool = False, fused: bool | None = None) -> Tensor:
     """InfoNCE / NT-Xent over two or more views of a batch (see the module docstring).
 
     Under torch.distributed, ``gather_across_processes=True`` contrasts this process's rows (its
@@ -53,10 +54,11 @@ def info_nce(z_a: Tensor, z_b: Tensor, *more_views: Tensor, temperature: float =
             the logits on this process exceed ``tiled.AUTO_TILED_LOGITS`` (8192 x 8192).
         gather_across_processes: contrast with every process's views (see above); a no-op in a
             single process.
-        fused: compute in the Triton kernels of :mod:`contrastkit.losses.fused` (CUDA, or the CPU
-            under ``TRITON_INTERPRET=1``): exact, O(N) memory, rows kept in their float32,
-            bfloat16 or float16 dtype (normalised in float32 first). Off by default until its
-            speed is measured on a GPU; the torch paths stay the reference.
+        fused: compute in the Triton kernels of :mod:`contrastkit.losses.fused`: exact, O(N)
+            memory, rows kept in their float32, bfloat16 or float16 dtype (normalised in float32
+            first). None (default): on CUDA when Triton is installed, the first call checked
+            against the torch loss (see ``fused.checked_once``); True forces it (CUDA, or the CPU
+            under ``TRITON_INTERPRET=1``); False keeps the torch paths, the reference.
 
     Returns:
         The scalar mean loss, in float32 (or float64 for float64 inputs).
@@ -68,14 +70,19 @@ def info_nce(z_a: Tensor, z_b: Tensor, *more_views: Tensor, temperature: float =
     """
     views = (z_a, z_b, *more_views)
     _check_inputs(views, temperature, similarity, negatives, validate, gather_across_processes, "info_nce")
-    if fused:
-        from contrastkit.losses.fused import fused_info_nce_from_rows
+    if tiled is True and fused is None:
+        fused = False  # the tiled path was asked for
+    if fused_kernels.use_fused(fused, views[0]):
+        def in_kernels() -> Tensor:
+            kernel_dtype = views[0].dtype
+            anchors, rows, self_offset = _contrast_rows(views, similarity, gather_across_processes, dtype=kernel_dtype)
+            extra = _prepared_negatives(negatives, loss_dtype(views[0]), similarity)
+            extra = None if extra is None else extra.to(kernel_dtype)
+            return fused_kernels.fused_info_nce_from_rows(anchors, rows, extra, self_offset, len(views), temperature)
 
-        kernel_dtype = views[0].dtype
-        anchors, rows, self_offset = _contrast_rows(views, similarity, gather_across_processes, dtype=kernel_dtype)
-        extra = _prepared_negatives(negatives, loss_dtype(views[0]), similarity)
-        return fused_info_nce_from_rows(anchors, rows, None if extra is None else extra.to(kernel_dtype),
-                                        self_offset, len(views), temperature)
+        return fused_kernels.checked_once("info_nce", views[0], fused, in_kernels, lambda: info_nce(
+            *views, temperature=temperature, similarity=similarity, negatives=negatives, validate=False, tiled=tiled,
+            gather_across_processes=gather_across_processes, fused=False), inputs=(*views, negatives))
     anchors, rows, self_offset = _contrast_rows(views, similarity, gather_across_processes)
     extra = _prepared_negatives(negatives, anchors.dtype, similarity)
     num_columns = rows.shape[0] + (0 if extra is None else extra.shape[0])
@@ -107,7 +114,7 @@ class InfoNCELoss(nn.Module):
     """
 
     def __init__(self, temperature: float = 0.5, similarity: str = "cosine", tiled: bool | None = None,
-                 gather_across_processes: bool = False, fused: bool = False) -> None:
+                 gather_across_processes: bool = False, fused: bool | None = None) -> None:
         super().__init__()
         _check_options(temperature, similarity)
         self.temperature = temperature

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from contrastkit._checks import check_batch_size, check_embeddings, check_finite, check_positive
 from contrastkit._distributed import gather_no_grad, rank
 from contrastkit.errors import InputError
+from contrastkit.losses import fused as fused_kernels
 from contrastkit.losses._precision import full_precision, loss_dtype
 
 
@@ -35,7 +36,8 @@ def _check_temperature(temperature: float) -> None:
 
 
 def moco_info_nce(queries: Tensor, keys: Tensor, *, negatives: Tensor | None = None,
-                  temperature: float = 0.2, validate: bool = True, gather_across_processes: bool = False) -> Tensor:
+                  temperature: float = 0.2, validate: bool = True, gather_across_processes: bool = False,
+                  fused: bool | None = None) -> Tensor:
     """MoCo's InfoNCE of queries against their keys (see the module docstring).
 
     Args:
@@ -49,6 +51,9 @@ def moco_info_nce(queries: Tensor, keys: Tensor, *, negatives: Tensor | None = N
         validate: check that the inputs are finite (one host sync).
         gather_across_processes: without a queue, contrast with every process's keys (see the
             module docstring); a no-op in a single process or with ``negatives``.
+        fused: compute in the Triton kernels of :mod:`contrastkit.losses.fused`, rows kept in
+            their dtype: None (default) on CUDA with Triton, first call checked against the torch
+            loss; True forces it; False keeps the torch path.
 
     Example:
         >>> q, k, queue = torch.randn(8, 16), torch.randn(8, 16), torch.randn(64, 16)
@@ -83,6 +88,14 @@ def moco_info_nce(queries: Tensor, keys: Tensor, *, negatives: Tensor | None = N
     dtype = loss_dtype(queries)
     q = F.normalize(queries.to(dtype), dim=1)
     k = F.normalize(keys.to(dtype), dim=1)
+    if fused_kernels.use_fused(fused, queries):
+        return fused_kernels.checked_once(
+            "moco_info_nce", queries, fused,
+            lambda: _fused_moco(q.to(queries.dtype), k.to(queries.dtype), negatives, temperature,
+                                gather_across_processes),
+            lambda: moco_info_nce(queries, keys, negatives=negatives, temperature=temperature, validate=False,
+                                  gather_across_processes=gather_across_processes, fused=False),
+            inputs=(queries, keys, negatives))
     with full_precision(q):
         if negatives is None:
             offset = 0
@@ -98,6 +111,18 @@ def moco_info_nce(queries: Tensor, keys: Tensor, *, negatives: Tensor | None = N
         return F.cross_entropy(logits, targets)
 
 
+def _fused_moco(q: Tensor, k: Tensor, negatives: Tensor | None, temperature: float, gather: bool) -> Tensor:
+    scale = torch.full((1,), 1.0 / temperature, dtype=torch.float32, device=q.device)
+    if negatives is None:
+        offset = 0
+        if gather:
+            k, offset = gather_no_grad(k.detach()), rank() * q.shape[0]
+        return fused_kernels.fused_paired_cross_entropy(q, k, scale, offset)
+    queue = F.normalize(negatives.to(loss_dtype(negatives)), dim=1).to(q.dtype)
+    # The queue follows the keys; of the keys, each query sees only its own.
+    return fused_kernels.fused_paired_cross_entropy(q, torch.cat([k, queue]), scale, drop_others=True)
+
+
 class MoCoLoss(nn.Module):
     """Module form of :func:`moco_info_nce`.
 
@@ -106,16 +131,19 @@ class MoCoLoss(nn.Module):
         >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16), negatives=torch.randn(32, 16))
     """
 
-    def __init__(self, temperature: float = 0.2, gather_across_processes: bool = False) -> None:
+    def __init__(self, temperature: float = 0.2, gather_across_processes: bool = False,
+                 fused: bool | None = None) -> None:
         super().__init__()
         _check_temperature(temperature)
         self.temperature = temperature
         self.gather_across_processes = gather_across_processes
+        self.fused = fused
 
     def forward(self, queries: Tensor, keys: Tensor, *, negatives: Tensor | None = None,
                 validate: bool = True) -> Tensor:
         return moco_info_nce(queries, keys, negatives=negatives, temperature=self.temperature, validate=validate,
-                             gather_across_processes=self.gather_across_processes)
+                             gather_across_processes=self.gather_across_processes, fused=self.fused)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, gather_across_processes={self.gather_across_processes}"
+        return (f"temperature={self.temperature}, gather_across_processes={self.gather_across_processes}, "
+                f"fused={self.fused}")

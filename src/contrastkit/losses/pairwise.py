@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from contrastkit._checks import (check_class_labels, check_finite, check_finite_number, check_ndim,
                                  check_paired_embeddings, check_positive)
 from contrastkit.errors import ConfigError, InputError
+from contrastkit.losses import fused as fused_kernels
 from contrastkit.losses._precision import full_precision, loss_dtype
 from contrastkit.losses.miners import _check_distance, _paired_distances
 
@@ -193,7 +194,7 @@ def logistic_loss(x_a: Tensor, x_b: Tensor, *, temperature: float = 0.1, bias: f
 
 
 def sigmoid_loss(x_a: Tensor, x_b: Tensor, logit_scale: Tensor | float, logit_bias: Tensor | float,
-                 *, validate: bool = True) -> Tensor:
+                 *, validate: bool = True, fused: bool | None = None) -> Tensor:
     """SigLIP's pairwise sigmoid loss (see the module docstring).
 
     The negatives of row i are the other rows of the local batch.
@@ -205,6 +206,9 @@ def sigmoid_loss(x_a: Tensor, x_b: Tensor, logit_scale: Tensor | float, logit_bi
             exp(t') * cos + b.
         logit_bias: 0-dim tensor (or float) b.
         validate: check that the embeddings, scale and bias are finite (host syncs).
+        fused: compute in the Triton kernels of :mod:`contrastkit.losses.fused`, never holding
+            the N x N logits: None (default) on CUDA with Triton, first call checked against the
+            torch loss; True forces it; False keeps the torch path.
 
     Returns:
         The scalar loss, in float32 (or float64 for float64 inputs).
@@ -229,6 +233,13 @@ def sigmoid_loss(x_a: Tensor, x_b: Tensor, logit_scale: Tensor | float, logit_bi
         if validate:
             check_finite(name, value)
         scalars.append(value.to(device=x_a.device, dtype=dtype))
+    if fused_kernels.use_fused(fused, x_a):
+        def in_kernels() -> Tensor:
+            rows, columns = (F.normalize(x.to(dtype), dim=1).to(x_a.dtype) for x in (x_a, x_b))
+            return fused_kernels.fused_sigmoid_loss(rows, columns, scalars[0].float().exp(), scalars[1].float())
+
+        return fused_kernels.checked_once("sigmoid_loss", x_a, fused, in_kernels, lambda: sigmoid_loss(
+            x_a, x_b, scalars[0], scalars[1], validate=False, fused=False), inputs=(x_a, x_b, *scalars))
     positive = torch.eye(x_a.shape[0], dtype=torch.bool, device=x_a.device)
     terms = _pair_logistic_terms(x_a, x_b, scalars[0].exp(), scalars[1], positive, normalize=True)
     return terms.sum() / x_a.shape[0]
@@ -315,8 +326,9 @@ class SigLIPLoss(nn.Module):
     """
 
     def __init__(self, init_scale: float = 10.0, init_bias: float = -10.0,
-                 learnable: bool = True) -> None:
+                 learnable: bool = True, fused: bool | None = None) -> None:
         super().__init__()
+        self.fused = fused
         check_positive("init_scale", init_scale, "it is exp(t') and SigLIP starts at 10.")
         check_finite_number("init_bias", init_bias, "SigLIP starts at -10.")
         logit_scale = torch.tensor(math.log(init_scale))
@@ -329,7 +341,7 @@ class SigLIPLoss(nn.Module):
             self.register_buffer("logit_bias", logit_bias)
 
     def forward(self, x_a: Tensor, x_b: Tensor, validate: bool = True) -> Tensor:
-        return sigmoid_loss(x_a, x_b, self.logit_scale, self.logit_bias, validate=validate)
+        return sigmoid_loss(x_a, x_b, self.logit_scale, self.logit_bias, validate=validate, fused=self.fused)
 
     def extra_repr(self) -> str:
         return (f"scale={self.logit_scale.exp().item():.4g}, bias={self.logit_bias.item():.4g}, "
