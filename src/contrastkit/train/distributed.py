@@ -81,6 +81,8 @@ def init_process_group(device: torch.device) -> ProcessGroup:
                           "MASTER_ADDR=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1) and "
                           "MASTER_PORT=29500 in the job script.")
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL's communicators and barriers use the current device
     dist.init_process_group(backend, init_method="env://", rank=group.rank, world_size=group.world_size,
                             timeout=PROCESS_GROUP_TIMEOUT)
     return group
