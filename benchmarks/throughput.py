@@ -31,7 +31,7 @@ from contrastkit.augment import preset
 from contrastkit.config import Config
 from contrastkit.data import DeviceLoader
 from contrastkit.methods import SimCLR
-from contrastkit.models import create_backbone, create_head
+from contrastkit.models import create_backbone
 from contrastkit.runs import pick_device
 from contrastkit.train import Trainer, create_optimizer
 

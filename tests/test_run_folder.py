@@ -1,7 +1,6 @@
 """What a run folder guarantees: nobody else's files overwritten, one run at a time, truthful
 interrupts, resumes that survive kills and torn files."""
 
-import json
 import os
 import random
 import signal

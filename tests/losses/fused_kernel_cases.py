@@ -53,10 +53,10 @@ def run_case(views, samples, dim, extra, temperature, similarity, dtype):
     reference_inputs = [tensor.clone().requires_grad_() for tensor in inputs]
     kernel_inputs = [tensor.to(dtype).requires_grad_() for tensor in inputs]
     results = []
-    for tensors, fused in ((reference_inputs, False), (kernel_inputs, True)):
+    for tensors, in_kernels in ((reference_inputs, False), (kernel_inputs, True)):
         queue = tensors[views] if extra else None
         loss = info_nce(*tensors[:views], negatives=queue, temperature=temperature, similarity=similarity,
-                        tiled=False, fused=fused)
+                        tiled=False, fused=in_kernels)
         results.append((loss, torch.autograd.grad(loss, tensors)))
     return errors(results, dtype)
 
@@ -69,19 +69,19 @@ def run_paired_case(loss, samples, queue, dim, dtype):
     shapes = [(samples, dim), (samples, dim), (queue, dim)][:count]
     inputs = [F.normalize(torch.randn(*shape, generator=generator), dim=1).to(dtype).double() for shape in shapes]
     results = []
-    for fused, cast in ((False, torch.float64), (True, dtype)):
+    for in_kernels, cast in ((False, torch.float64), (True, dtype)):
         tensors = [tensor.to(cast).requires_grad_() for tensor in inputs]
         if loss == "siglip":
             scalars = [torch.tensor(value, dtype=torch.float64).requires_grad_() for value in (2.3, -3.0)]
             tensors.extend(scalars)
-            value = sigmoid_loss(tensors[0], tensors[1], *scalars, fused=fused)
+            value = sigmoid_loss(tensors[0], tensors[1], *scalars, fused=in_kernels)
         elif loss == "clip":
             logit_scale = torch.tensor(2.5, dtype=torch.float64).requires_grad_()
             tensors.append(logit_scale)
-            value = clip_loss(tensors[0], tensors[1], logit_scale, tiled=False, fused=fused)
+            value = clip_loss(tensors[0], tensors[1], logit_scale, tiled=False, fused=in_kernels)
         else:
             value = moco_info_nce(tensors[0], tensors[1], negatives=tensors[2] if queue else None, temperature=0.2,
-                                  fused=fused)
+                                  fused=in_kernels)
         results.append((value, torch.autograd.grad(value, tensors)))
     return errors(results, dtype)
 
