@@ -108,6 +108,14 @@ def checked_once(loss: str, rows: Tensor, choice: bool | None, fused: Callable[[
 
 
 @jit
+def _dots(q, c, IEEE: tl.constexpr):
+    """q c^T in float32: IEEE float32 products, or the inputs' own (16-bit) ones."""
+    if IEEE:
+        return tl.dot(q.to(tl.float32), tl.trans(c.to(tl.float32)), input_precision="ieee")
+    return tl.dot(q, tl.trans(c))
+
+
+@jit
 def _logits_tile(q, c, rows, columns, row_ok, column_ok, scale, self_offset, batch, num_anchors,
                  IEEE: tl.constexpr, PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
     """The tile's logits, dropped entries at -inf, and its positive and kept masks.
@@ -116,11 +124,7 @@ def _logits_tile(q, c, rows, columns, row_ok, column_ok, scale, self_offset, bat
     columns of the anchor block whose index differs from a by a multiple of ``batch``. Paired mode
     (CLIP, MoCo): anchor a's one positive is column self_offset + a and nothing is dropped, or with
     DROP_OTHERS every other column of that block (MoCo v2: the other keys are not negatives)."""
-    if IEEE:
-        dots = tl.dot(q.to(tl.float32), tl.trans(c.to(tl.float32)), input_precision="ieee")
-    else:
-        dots = tl.dot(q, tl.trans(c))
-    logits = dots * scale
+    logits = _dots(q, c, IEEE) * scale
     relative = columns[None, :] - self_offset - rows[:, None]
     in_anchor_block = (columns[None, :] >= self_offset) & (columns[None, :] < self_offset + num_anchors)
     if PAIRED:
@@ -173,20 +177,13 @@ def _forward_kernel(Q, C, LSE, POSITIVE, SCALE, num_anchors, num_columns, dim, s
 
 
 @jit
-def _weight_tile(Q, C, LSE, grad, rows, columns, dims, dim_ok, num_anchors, num_columns, stride_q, stride_c, scale,
-                 self_offset, batch, positives_per_anchor, IEEE: tl.constexpr, PAIRED: tl.constexpr,
-                 DROP_OTHERS: tl.constexpr):
-    """A tile's anchors and columns (as float32) and its weights W = g (softmax - target), 0 where
-    the logit is dropped."""
-    row_ok = rows < num_anchors
-    column_ok = columns < num_columns
-    q = _load_tile(Q, rows, row_ok, dims, dim_ok, stride_q)
-    c = _load_tile(C, columns, column_ok, dims, dim_ok, stride_c)
-    lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
+def _weights(q, c, lse, grad, rows, columns, row_ok, column_ok, num_anchors, scale, self_offset, batch,
+             positives_per_anchor, IEEE: tl.constexpr, PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
+    """A tile's weights W = g (softmax - target), 0 where the logit is dropped."""
     logits, positive, valid = _logits_tile(q, c, rows, columns, row_ok, column_ok, scale, self_offset, batch,
                                            num_anchors, IEEE, PAIRED, DROP_OTHERS)
     weights = grad * (tl.exp(logits - lse[:, None]) - tl.where(positive, 1.0 / positives_per_anchor, 0.0))
-    return q.to(tl.float32), c.to(tl.float32), tl.where(valid, weights, 0.0)
+    return tl.where(valid, weights, 0.0)
 
 
 @jit
@@ -194,21 +191,24 @@ def _anchor_grad_kernel(Q, C, LSE, GRAD, DQ, SCALE, num_anchors, num_columns, di
                         self_offset, batch, positives_per_anchor, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                         BLOCK_D: tl.constexpr, IEEE: tl.constexpr, PAIRED: tl.constexpr,
                         DROP_OTHERS: tl.constexpr):
-    """dq_a = s * sum_c W_ac c_c for one block of anchors."""
+    """dq_a = s * sum_c W_ac c_c for one block of anchors (loaded once, the columns streamed)."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
+    row_ok = rows < num_anchors
     dim_ok = dims < dim
-    grad = tl.load(GRAD)
-    scale = tl.load(SCALE)
+    q = _load_tile(Q, rows, row_ok, dims, dim_ok, stride_q)
+    lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
+    grad, scale = tl.load(GRAD), tl.load(SCALE)
     accumulated = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start in range(0, num_columns, BLOCK_N):
         columns = start + tl.arange(0, BLOCK_N)
-        _, c, weights = _weight_tile(Q, C, LSE, grad, rows, columns, dims, dim_ok, num_anchors, num_columns,
-                                     stride_q, stride_c, scale, self_offset, batch, positives_per_anchor, IEEE,
-                                     PAIRED, DROP_OTHERS)
-        accumulated += tl.dot(weights, c, input_precision="ieee")
+        column_ok = columns < num_columns
+        c = _load_tile(C, columns, column_ok, dims, dim_ok, stride_c)
+        weights = _weights(q, c, lse, grad, rows, columns, row_ok, column_ok, num_anchors, scale, self_offset, batch,
+                           positives_per_anchor, IEEE, PAIRED, DROP_OTHERS)
+        accumulated += tl.dot(weights, c.to(tl.float32), input_precision="ieee")
     tl.store(DQ + rows[:, None] * stride_dq + dims[None, :], (accumulated * scale).to(DQ.dtype.element_ty),
-             mask=(rows < num_anchors)[:, None] & dim_ok[None, :])
+             mask=row_ok[:, None] & dim_ok[None, :])
 
 
 @jit
@@ -216,45 +216,38 @@ def _column_grad_kernel(Q, C, LSE, GRAD, DC, SCALE, num_anchors, num_columns, di
                         self_offset, batch, positives_per_anchor, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                         BLOCK_D: tl.constexpr, IEEE: tl.constexpr, PAIRED: tl.constexpr,
                         DROP_OTHERS: tl.constexpr):
-    """dc_c = s * sum_a W_ac q_a for one block of columns."""
+    """dc_c = s * sum_a W_ac q_a for one block of columns (loaded once, the anchors streamed)."""
     columns = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     dims = tl.arange(0, BLOCK_D)
+    column_ok = columns < num_columns
     dim_ok = dims < dim
-    grad = tl.load(GRAD)
-    scale = tl.load(SCALE)
+    c = _load_tile(C, columns, column_ok, dims, dim_ok, stride_c)
+    grad, scale = tl.load(GRAD), tl.load(SCALE)
     accumulated = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     for start in range(0, num_anchors, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
-        q, _, weights = _weight_tile(Q, C, LSE, grad, rows, columns, dims, dim_ok, num_anchors, num_columns,
-                                     stride_q, stride_c, scale, self_offset, batch, positives_per_anchor, IEEE,
-                                     PAIRED, DROP_OTHERS)
-        accumulated += tl.dot(tl.trans(weights), q, input_precision="ieee")
+        row_ok = rows < num_anchors
+        q = _load_tile(Q, rows, row_ok, dims, dim_ok, stride_q)
+        lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
+        weights = _weights(q, c, lse, grad, rows, columns, row_ok, column_ok, num_anchors, scale, self_offset, batch,
+                           positives_per_anchor, IEEE, PAIRED, DROP_OTHERS)
+        accumulated += tl.dot(tl.trans(weights), q.to(tl.float32), input_precision="ieee")
     tl.store(DC + columns[:, None] * stride_dc + dims[None, :], (accumulated * scale).to(DC.dtype.element_ty),
-             mask=(columns < num_columns)[:, None] & dim_ok[None, :])
+             mask=column_ok[:, None] & dim_ok[None, :])
 
 
 @jit
-def _sigmoid_tile(X, Y, grad, scale, bias, rows, columns, dims, dim_ok, num_rows, num_columns, stride_x, stride_y,
-                  self_offset, IEEE: tl.constexpr):
-    """A SigLIP tile: x and y (as float32), the loss terms softplus(-z l) with l = s x.y + b and
-    z = +1 on the pair's own column, -1 elsewhere, and their gradients dl = g (sigmoid(l) - [z = 1]),
-    0 outside the matrix."""
-    row_ok = rows < num_rows
-    column_ok = columns < num_columns
-    x = _load_tile(X, rows, row_ok, dims, dim_ok, stride_x)
-    y = _load_tile(Y, columns, column_ok, dims, dim_ok, stride_y)
-    if IEEE:
-        dots = tl.dot(x.to(tl.float32), tl.trans(y.to(tl.float32)), input_precision="ieee")
-    else:
-        dots = tl.dot(x, tl.trans(y))
-    logits = dots * scale + bias
+def _sigmoid_terms(x, y, grad, scale, bias, rows, columns, row_ok, column_ok, self_offset, IEEE: tl.constexpr):
+    """A SigLIP tile's loss terms softplus(-z l), with l = s x.y + b and z = +1 on the pair's own
+    column, -1 elsewhere, and their gradients dl = g (sigmoid(l) - [z = 1]); 0 outside the matrix."""
+    logits = _dots(x, y, IEEE) * scale + bias
     positive = (columns[None, :] - self_offset - rows[:, None]) == 0
     valid = row_ok[:, None] & column_ok[None, :]
     signed = tl.where(positive, logits, -logits)
     # softplus(-signed), stable for either sign.
     terms = tl.maximum(-signed, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(signed)))
     d_logits = grad * (tl.sigmoid(logits) - tl.where(positive, 1.0, 0.0))
-    return (x.to(tl.float32), y.to(tl.float32), tl.where(valid, terms, 0.0), tl.where(valid, d_logits, 0.0))
+    return tl.where(valid, terms, 0.0), tl.where(valid, d_logits, 0.0)
 
 
 @jit
@@ -263,15 +256,18 @@ def _sigmoid_forward_kernel(X, Y, ROW_SUM, SCALE, BIAS, num_rows, num_columns, d
                             IEEE: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
+    row_ok = rows < num_rows
     dim_ok = dims < dim
+    x = _load_tile(X, rows, row_ok, dims, dim_ok, stride_x)
     scale, bias = tl.load(SCALE), tl.load(BIAS)
     total = tl.zeros([BLOCK_M], tl.float32)
     for start in range(0, num_columns, BLOCK_N):
         columns = start + tl.arange(0, BLOCK_N)
-        _, _, terms, _ = _sigmoid_tile(X, Y, 0.0, scale, bias, rows, columns, dims, dim_ok, num_rows, num_columns,
-                                       stride_x, stride_y, self_offset, IEEE)
+        column_ok = columns < num_columns
+        y = _load_tile(Y, columns, column_ok, dims, dim_ok, stride_y)
+        terms, _ = _sigmoid_terms(x, y, 0.0, scale, bias, rows, columns, row_ok, column_ok, self_offset, IEEE)
         total += tl.sum(terms, 1)
-    tl.store(ROW_SUM + rows, total, mask=rows < num_rows)
+    tl.store(ROW_SUM + rows, total, mask=row_ok)
 
 
 @jit
@@ -281,17 +277,19 @@ def _sigmoid_row_grad_kernel(X, Y, GRAD, DX, D_LOGIT_SUM, SCALE, BIAS, num_rows,
     """dx_i = s * sum_j dl_ij y_j, and each row's sum of dl (the bias's gradient, summed after)."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
+    row_ok = rows < num_rows
     dim_ok = dims < dim
+    x = _load_tile(X, rows, row_ok, dims, dim_ok, stride_x)
     grad, scale, bias = tl.load(GRAD), tl.load(SCALE), tl.load(BIAS)
     accumulated = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     d_logit_sum = tl.zeros([BLOCK_M], tl.float32)
     for start in range(0, num_columns, BLOCK_N):
         columns = start + tl.arange(0, BLOCK_N)
-        _, y, _, d_logits = _sigmoid_tile(X, Y, grad, scale, bias, rows, columns, dims, dim_ok, num_rows,
-                                          num_columns, stride_x, stride_y, self_offset, IEEE)
-        accumulated += tl.dot(d_logits, y, input_precision="ieee")
+        column_ok = columns < num_columns
+        y = _load_tile(Y, columns, column_ok, dims, dim_ok, stride_y)
+        _, d_logits = _sigmoid_terms(x, y, grad, scale, bias, rows, columns, row_ok, column_ok, self_offset, IEEE)
+        accumulated += tl.dot(d_logits, y.to(tl.float32), input_precision="ieee")
         d_logit_sum += tl.sum(d_logits, 1)
-    row_ok = rows < num_rows
     tl.store(DX + rows[:, None] * stride_dx + dims[None, :], (accumulated * scale).to(DX.dtype.element_ty),
              mask=row_ok[:, None] & dim_ok[None, :])
     tl.store(D_LOGIT_SUM + rows, d_logit_sum, mask=row_ok)
@@ -304,16 +302,19 @@ def _sigmoid_column_grad_kernel(X, Y, GRAD, DY, SCALE, BIAS, num_rows, num_colum
     """dy_j = s * sum_i dl_ij x_i for one block of columns."""
     columns = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     dims = tl.arange(0, BLOCK_D)
+    column_ok = columns < num_columns
     dim_ok = dims < dim
+    y = _load_tile(Y, columns, column_ok, dims, dim_ok, stride_y)
     grad, scale, bias = tl.load(GRAD), tl.load(SCALE), tl.load(BIAS)
     accumulated = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     for start in range(0, num_rows, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
-        x, _, _, d_logits = _sigmoid_tile(X, Y, grad, scale, bias, rows, columns, dims, dim_ok, num_rows,
-                                          num_columns, stride_x, stride_y, self_offset, IEEE)
-        accumulated += tl.dot(tl.trans(d_logits), x, input_precision="ieee")
+        row_ok = rows < num_rows
+        x = _load_tile(X, rows, row_ok, dims, dim_ok, stride_x)
+        _, d_logits = _sigmoid_terms(x, y, grad, scale, bias, rows, columns, row_ok, column_ok, self_offset, IEEE)
+        accumulated += tl.dot(tl.trans(d_logits), x.to(tl.float32), input_precision="ieee")
     tl.store(DY + columns[:, None] * stride_dy + dims[None, :], (accumulated * scale).to(DY.dtype.element_ty),
-             mask=(columns < num_columns)[:, None] & dim_ok[None, :])
+             mask=column_ok[:, None] & dim_ok[None, :])
 
 
 def _ieee_products(rows: Tensor) -> bool:
