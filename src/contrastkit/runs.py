@@ -44,15 +44,16 @@ class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says what the run folder holds and how to go on."""
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """The device ``name`` (auto, cpu, cuda, cuda:N) means; with several processes on a node,
-    auto and cuda mean this process's GPU, ``cuda:LOCAL_RANK``."""
+def pick_device(name: str) -> torch.device:
+    """The device ``name`` (auto, cpu, cuda, cuda:N) means; with several processes launched on a
+    node, auto and cuda mean this process's GPU, ``cuda:LOCAL_RANK``."""
     config_module.check_device(name)
+    launched = launcher_environment()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and launcher_environment().world_size > 1:
-        name = f"cuda:{local_rank}"
-    elif name.startswith("cuda:") and launcher_environment().world_size > 1:
+    if name == "cuda" and launched.world_size > 1:
+        name = f"cuda:{launched.local_rank}"
+    elif name.startswith("cuda:") and launched.world_size > 1:
         raise ContrastkitError(f"device={name} names one GPU, but each of the launched processes takes its own, "
                                "cuda:LOCAL_RANK; use --device cuda or --device auto.")
     device = torch.device(name)
@@ -74,10 +75,9 @@ def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
 class Run:
     """Everything built from one resolved config: data, views and the method, for its modality."""
 
-    def __init__(self, config: Config, splits: DatasetSplits | TextSplits | None = None, *,
-                 local_rank: int = 0) -> None:
+    def __init__(self, config: Config, splits: DatasetSplits | TextSplits | None = None) -> None:
         self.config = config
-        self.device = pick_device(config.device, local_rank)
+        self.device = pick_device(config.device)
         self.modality = config_module.modality(config.dataset)
         self.precision = config.precision if config.precision != "auto" else (
             "bf16" if self.device.type == "cuda" else "fp32")
@@ -161,7 +161,7 @@ def train(config: Config, *, resume: bool = False,
     alone prepares and writes the run folder, evaluates and plots, while the others wait.
     """
     already_running = dist.is_available() and dist.is_initialized()
-    group = init_process_group(pick_device(config.device, launcher_environment().local_rank))
+    group = init_process_group(pick_device(config.device))
     try:
         # Recorded, whatever the config said (a resumed run may have started on another number).
         config = config_module.update(config, {"world_size": group.world_size})
@@ -208,7 +208,7 @@ def _from_main(group: ProcessGroup, value: Any) -> Any:
 
 def _train_prepared(config: Config, out_dir: Path, resume: bool,
                     callbacks: Sequence[Callable[[TrainerState], None]], group: ProcessGroup) -> Path:
-    run = Run(config, local_rank=group.local_rank)
+    run = Run(config)
     if group.world_size > 1 and config.method_options.get("grad_cache_chunk_size"):
         raise ContrastkitError("grad_cache_chunk_size trains one process's batch in chunks and is not yet combined "
                                "with several processes; unset it, or train on one process.")
