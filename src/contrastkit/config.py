@@ -41,6 +41,7 @@ class Config:
     similarity: str = "cosine"
     pooling: str = "mean"  # text encoders: mean, cls or max over the token states
     max_length: int | None = None  # text encoders: tokens kept per sentence
+    caption_templates: str | None = None  # image-text: a file of prompt templates; unset: built-in ones
     # how to train
     epochs: int | None = None
     batch_size: int | None = None
@@ -75,7 +76,8 @@ class Config:
 
 # Recipes fill what the user left unset, in this order of precedence (highest first): the dataset's
 # entry for the method ("methods"), the method's recipe for the data (Method.recipes: "small" for
-# images with sides up to 64 pixels, "large" above, "text" for text), the dataset's recipe,
+# images with sides up to 64 pixels, "large" above, "text" for text, "image_text" for image-caption
+# pairs), the dataset's recipe,
 # FALLBACKS. "lr_per_256" is scaled linearly with the batch size where the recipe gives no "lr".
 # The MNIST recipe is sized to pretrain and evaluate within five minutes on two CPU cores.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -83,9 +85,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     # CNN's batches a 512-d projector beat the CIFAR recipe's 2048-d one on digits (kNN 0.86 vs 0.56).
     "mnist": dict(image_side=28, backbone="small_cnn", epochs=6, batch_size=256, knn_k=20,
                   methods={"simclr": dict(temperature=0.2),
-                           "barlow_twins": dict(hidden_dim=512, projection_dim=512)}),
+                           "barlow_twins": dict(hidden_dim=512, projection_dim=512),
+                           "clip": dict(preset="mnist"), "siglip": dict(preset="mnist")}),
     "digits": dict(image_side=8, backbone="small_cnn", epochs=10, batch_size=128, knn_k=20,
-                   methods={"barlow_twins": dict(hidden_dim=512, projection_dim=512)}),
+                   methods={"barlow_twins": dict(hidden_dim=512, projection_dim=512),
+                            # Digits are not mirror-symmetric: their own crop and rotation, no flip.
+                            "clip": dict(preset="digits"), "siglip": dict(preset="digits")}),
     "cifar10": dict(image_side=32, backbone="resnet18", cifar_stem=True, epochs=200, batch_size=512, knn_k=200),
     # Text: fine-tune a pretrained sentence encoder (all-MiniLM-L6-v2 loads offline from its package).
     # STS-B: 2 epochs of batch 16 take 6.5 minutes on two CPU cores and lift CoSENT's test Spearman
@@ -131,6 +136,8 @@ DESCRIPTIONS: dict[str, str] = {
     "similarity": "similarity of the contrastive losses",
     "pooling": "text encoders: how token states become one sentence embedding",
     "max_length": "text encoders: tokens kept per sentence (longer ones are truncated); unset: the recipe's",
+    "caption_templates": ("image-text runs on a labelled image dataset: a .txt file of prompt templates, one per "
+                          "line with {} for the class name (captions and zero-shot prompts); unset: built-in ones"),
     "epochs": "passes over the training set",
     "batch_size": ("samples (images, sentences, pairs) per optimizer step over all processes (the global "
                    "batch), each made into the method's views"),
@@ -264,21 +271,35 @@ def save_yaml(config: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
-def modality(dataset: str) -> str:
-    """"text" for text datasets (stsb, sst2, agnews, .txt/.tsv/.csv files, joins with +, hf:NAME),
-    "image" otherwise."""
-    from contrastkit.data.text import TEXT_DATASETS
+def modality(dataset: str, method: str | None = None) -> str:
+    """What a run on ``dataset`` trains on:
 
+    * "image_text": a caption table (.csv/.tsv naming an image column), or an image dataset given
+      to a method that trains on image-text pairs only (``method``), captioned from its classes;
+    * "text": text datasets (stsb, sst2, agnews, .txt/.tsv/.csv files, joins with +, hf:NAME);
+    * "image" otherwise.
+    """
+    from contrastkit.data.image_text import is_caption_table
+    from contrastkit.data.text import TEXT_DATASETS
+    from contrastkit.methods import METHODS
+
+    if is_caption_table(dataset):
+        return "image_text"
     if dataset in TEXT_DATASETS.names() or "+" in dataset or dataset.startswith("hf:"):
         return "text"
-    return "text" if Path(dataset).suffix.lower() in (".txt", ".tsv", ".csv") else "image"
+    if Path(dataset).suffix.lower() in (".txt", ".tsv", ".csv"):
+        return "text"
+    if method is not None and METHODS.get(method).modalities == ("image_text",):
+        return "image_text"
+    return "image"
 
 
 def recipe_key(config: Config) -> str:
-    """Which of a method's recipes applies: "text", or for images "small" (CIFAR-size, side <= 64)
-    or "large" (ImageNet-size)."""
-    if modality(config.dataset) == "text":
-        return "text"
+    """Which of a method's recipes applies: "text", "image_text", or for images "small"
+    (CIFAR-size, side <= 64) or "large" (ImageNet-size)."""
+    kind = modality(config.dataset, config.method)
+    if kind != "image":
+        return kind
     side = config.image_size or RECIPES.get(config.dataset, {}).get("image_side")
     return "small" if side is not None and side <= SMALL_IMAGE_SIDE else "large"
 
@@ -288,7 +309,7 @@ def resolve(config: Config) -> Config:
     from contrastkit.methods import METHODS
 
     method = METHODS.get(config.method)
-    kind = modality(config.dataset)
+    kind = modality(config.dataset, config.method)
     if kind not in method.modalities:
         raise ConfigError(f"{config.method} trains on {' or '.join(method.modalities)} data, but {config.dataset!r} is "
                           f"{kind}; choose a {kind} method (contrastkit list) or another dataset.")

@@ -25,13 +25,15 @@ import torch.distributed as dist
 
 from contrastkit import config as config_module
 from contrastkit import run_folder
-from contrastkit.augment import MultiView, TextViews, preset, text_preset
+from contrastkit.augment import ImageTextViews, MultiView, TextViews, preset, text_preset
 from contrastkit.config import Config
-from contrastkit.data import DatasetSplits, TextLoader, TextSplits, create_loader, load_dataset, load_text_dataset
+from contrastkit.data import (CaptionedLoader, DatasetSplits, ImageTextSplits, TextLoader, TextSplits, create_loader,
+                              load_dataset, load_image_text_dataset, load_text_dataset)
 from contrastkit.data.text import TEXT_DATASETS
 from contrastkit.errors import ContrastkitError, DatasetError
 from contrastkit.evaluate import (classification_metrics, extract_features, extract_text_features, knn_predict,
-                                  linear_probe, plot_embedding, plot_training_curves, retrieval_recall, sts_spearman)
+                                  linear_probe, plot_embedding, plot_training_curves, retrieval_recall, sts_spearman,
+                                  zero_shot_classifier, zero_shot_predict)
 from contrastkit.methods import METHODS, Method
 from contrastkit.models import create_backbone
 from contrastkit.models.text import DEFAULT_TEXT_ENCODER
@@ -75,15 +77,17 @@ def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
 class Run:
     """Everything built from one resolved config: data, views and the method, for its modality."""
 
-    def __init__(self, config: Config, splits: DatasetSplits | TextSplits | None = None) -> None:
+    def __init__(self, config: Config, splits: DatasetSplits | TextSplits | ImageTextSplits | None = None) -> None:
         self.config = config
         self.device = pick_device(config.device)
-        self.modality = config_module.modality(config.dataset)
+        self.modality = config_module.modality(config.dataset, config.method)
         self.precision = config.precision if config.precision != "auto" else (
             "bf16" if self.device.type == "cuda" else "fp32")
         method_class = METHODS.get(config.method)
         if self.modality == "text":
             self._build_text(config, method_class, splits)
+        elif self.modality == "image_text":
+            self._build_image_text(config, method_class, splits)
         else:
             self._build_image(config, method_class, splits)
 
@@ -95,29 +99,49 @@ class Run:
         torch.manual_seed(config.seed)
         backbone = create_backbone(config.backbone, pooling=config.pooling, max_length=config.max_length)
         self.method: Method = method_class.from_config(backbone, config).to(self.device)
-        self.augment: MultiView | TextViews = text_preset(config.preset or "dropout", backbone.tokenize,
-                                                          device=self.device)
+        self.augment: MultiView | TextViews | ImageTextViews = text_preset(config.preset or "dropout",
+                                                                           backbone.tokenize, device=self.device)
 
     def _build_image(self, config: Config, method_class: type[Method], splits: DatasetSplits | None) -> None:
-        if config.backbone.startswith("hf:"):
-            raise ContrastkitError(f"backbone {config.backbone} is a text encoder, but {config.dataset} holds images; "
-                                   "choose an image backbone (contrastkit list) or a text dataset.")
+        self._check_image_backbone(config)
         self.splits = splits or load_dataset(config.dataset, root=config.data_root, image_size=config.image_size)
         if method_class.requires_labels and len(self.splits.classes) < 2:
             raise ContrastkitError(f"{config.method} is supervised and needs class labels, but {config.dataset} has "
                                    f"{len(self.splits.classes)} class; give an ImageFolder tree with one folder per "
                                    "class, or choose a self-supervised method such as simclr.")
+        self.method = self._image_method(config, method_class)
+        # On the device: the normalisation constants would otherwise be copied there at every batch.
+        self.augment = self.method.configure_views(self._image_views(config)).to(self.device)
+
+    def _build_image_text(self, config: Config, method_class: type[Method], splits: ImageTextSplits | None) -> None:
+        self._check_image_backbone(config)
+        self.splits = splits or load_image_text_dataset(config.dataset, root=config.data_root,
+                                                        image_size=config.image_size,
+                                                        templates=config.caption_templates)
+        self.method = self._image_method(config, method_class)
+        image_views = self.method.configure_views(self._image_views(config))
+        self.augment = ImageTextViews(image_views, self.splits.captions, self.method.text_tower.tokenize).to(self.device)
+
+    @staticmethod
+    def _check_image_backbone(config: Config) -> None:
+        if config.backbone.startswith("hf:"):
+            text_tower = " (an image-text method's text tower is method_options.text_encoder)" \
+                if "image_text" in METHODS.get(config.method).modalities else ""
+            raise ContrastkitError(f"backbone {config.backbone} is a text encoder, but {config.dataset} holds images; "
+                                   f"choose an image backbone (contrastkit list) or a text dataset{text_tower}.")
+
+    def _image_method(self, config: Config, method_class: type[Method]) -> Method:
         torch.manual_seed(config.seed)
         backbone = create_backbone(config.backbone, in_channels=self.splits.channels,
                                    cifar_stem=bool(config.cifar_stem))
-        self.method = method_class.from_config(backbone, config).to(self.device)
-        base_views = preset(config.preset or self.splits.default_preset,
-                            size=config.image_size or self.splits.image_size, mean=self.splits.mean,
-                            std=self.splits.std, **config.preset_options)
-        # On the device: the normalisation constants would otherwise be copied there at every batch.
-        self.augment = self.method.configure_views(base_views).to(self.device)
-        self.augment.backend = config.augment_backend
-        self.augment.channels_last = config.channels_last  # the views are made in the model's layout
+        return method_class.from_config(backbone, config).to(self.device)
+
+    def _image_views(self, config: Config) -> MultiView:
+        views = preset(config.preset or self.splits.default_preset, size=config.image_size or self.splits.image_size,
+                       mean=self.splits.mean, std=self.splits.std, **config.preset_options)
+        views.backend = config.augment_backend
+        views.channels_last = config.channels_last  # the views are made in the model's layout
+        return views
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "Run":
@@ -221,6 +245,9 @@ def _train_prepared(config: Config, out_dir: Path, resume: bool,
         run.method = convert_sync_batchnorm(run.method, run.device)
     if run.modality == "text":
         loader = TextLoader(run.splits.train, config.batch_size, device=run.device, seed=config.seed)
+    elif run.modality == "image_text":
+        loader = CaptionedLoader(run.splits.train.images, run.splits.train_captions, run.splits.train.labels,
+                                 config.batch_size, device=run.device, seed=config.seed)
     else:
         loader = create_loader(run.splits.train.images, run.splits.train.labels, config.batch_size,
                                device=run.device, seed=config.seed, placement=config.data_placement)
@@ -233,7 +260,7 @@ def _train_prepared(config: Config, out_dir: Path, resume: bool,
                       channels_last=config.channels_last, compile=config.compile, compile_mode=config.compile_mode,
                       log_every=config.log_every, progress=config.progress, callbacks=callbacks,
                       # A transformer may hold layers its sentence embedding does not use (BERT's pooler).
-                      find_unused_parameters=run.modality == "text")
+                      find_unused_parameters=run.modality in ("text", "image_text"))
     if group.is_main:
         processes = f" x {group.world_size} processes" if group.world_size > 1 else ""
         print(f"training {config.method} on {config.dataset} ({len(run.splits.train)} samples) with "
@@ -290,23 +317,40 @@ PROTOCOLS = ("knn", "linear")
 
 
 def evaluate(run: Run, out_dir: Path, protocols: Sequence[str] = PROTOCOLS) -> dict[str, Any]:
-    """kNN and/or linear probe on frozen backbone features, beside the same on raw pixels.
+    """kNN and/or linear probe on frozen backbone features, beside the same on raw pixels; for
+    image-text runs also zero-shot classification and image-text retrieval.
 
-    Adds ``<protocol>_top1/_precision/_recall/_f1`` and ``raw_<protocol>_...`` to summary.json.
+    Adds ``<protocol>_top1/_precision/_recall/_f1`` and ``raw_<protocol>_...`` to summary.json
+    (``zero_shot_...`` and ``image_to_text_recall@k`` / ``text_to_image_recall@k`` for image-text).
     """
     for protocol in protocols:
         if protocol not in PROTOCOLS:
             raise ContrastkitError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}.")
     if run.modality == "text":
         return _evaluate_text(run, out_dir)
-    config, start = run.config, time.perf_counter()
+    start = time.perf_counter()
+    results = _probe_results(run, protocols)
+    image_text = _image_text_results(run) if run.modality == "image_text" else {}
+    if not results and not image_text:
+        return json.loads((out_dir / "summary.json").read_text()) if (out_dir / "summary.json").exists() else {}
+    results.update(image_text)
+    results["eval_seconds"] = round(time.perf_counter() - start, 2)
+    lines = [format_results(results, protocols, run.config.raw_baseline)] if f"{protocols[0]}_top1" in results else []
+    lines += [f"{key:<28}{value:>9.4f}" for key, value in image_text.items()]
+    print("\n".join(lines), flush=True)
+    return _add_to_summary(results, out_dir)
+
+
+def _probe_results(run: Run, protocols: Sequence[str]) -> dict[str, Any]:
+    """kNN / linear-probe metrics of the backbone's features (and of raw pixels) on the test split."""
+    config = run.config
     num_classes = len(run.splits.classes)
     if num_classes < 2:
         # Every prediction would be right: a top-1 of 1.0 that says nothing about the encoder.
-        print(f"note: {config.dataset} has a single class, so kNN and linear-probe accuracy would be 1.0 by "
-              "construction; evaluation skipped (give labelled data, one folder per class, to evaluate).",
-              flush=True)
-        return json.loads((out_dir / "summary.json").read_text()) if (out_dir / "summary.json").exists() else {}
+        print(f"note: {config.dataset} has {'no classes' if not num_classes else 'a single class'}, so kNN and "
+              "linear-probe accuracy would say nothing; the probes are skipped (give labelled data, one folder "
+              "per class, to run them).", flush=True)
+        return {}
     train_features, train_labels = run.features("train")
     test_features, test_labels = run.features("test")
     inputs = {"": (train_features, test_features)}
@@ -324,9 +368,40 @@ def evaluate(run: Run, out_dir: Path, protocols: Sequence[str] = PROTOCOLS) -> d
                                          weight_decay=config.linear_weight_decay)
             metrics = classification_metrics(test_labels, predicted, num_classes=num_classes)
             results.update({f"{prefix}{protocol}_{key}": round(value, 4) for key, value in metrics.items()})
-    results["eval_seconds"] = round(time.perf_counter() - start, 2)
-    print(format_results(results, protocols, config.raw_baseline), flush=True)
-    return _add_to_summary(results, out_dir)
+    return results
+
+
+# Retrieval on a caption table without test rows is scored on this many of its training pairs.
+RETRIEVAL_TRAIN_PAIRS = 1000
+
+
+def _image_text_results(run: Run) -> dict[str, float]:
+    """Zero-shot top-1 / macro-F1 on the test split of class-captioned data (prompts from the
+    templates); image-to-text and text-to-image recall@1/5/10 on a caption table's test pairs
+    (``train_`` keys: its first training pairs, when it has no test rows)."""
+    splits: ImageTextSplits = run.splits
+    method, device = run.method, run.device
+
+    def embed_images(images: torch.Tensor) -> torch.Tensor:
+        return extract_features(method.image_tower, images, run.augment.eval_view, device=device,
+                                channels_last=run.config.channels_last)
+
+    def embed_texts(texts: list[str]) -> torch.Tensor:
+        return extract_text_features(method.text_tower, texts, device=device)
+
+    if splits.captions_per_class:
+        classifier = zero_shot_classifier(embed_texts, splits.prompt_names, splits.templates)
+        predicted = zero_shot_predict(embed_images(splits.test.images), classifier)
+        metrics = classification_metrics(splits.test.labels, predicted, num_classes=len(splits.classes))
+        return {"zero_shot_top1": round(metrics["top1"], 4), "zero_shot_f1": round(metrics["f1"], 4)}
+    prefix, images, ids = "", splits.test.images if splits.test is not None else None, splits.test_captions
+    if images is None:
+        prefix = "train_"
+        images, ids = splits.train.images[:RETRIEVAL_TRAIN_PAIRS], splits.train_captions[:RETRIEVAL_TRAIN_PAIRS]
+    captions = [splits.captions[index] for index in ids[:, 0].tolist()]
+    recall = retrieval_recall(embed_images(images), embed_texts(captions))
+    names = {"q2k": "image_to_text", "k2q": "text_to_image"}
+    return {f"{prefix}{names[key[:3]]}{key[3:]}": round(value, 4) for key, value in recall.items()}
 
 
 def _add_to_summary(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
@@ -436,7 +511,8 @@ def plot(run: Run, out_dir: Path) -> list[Path]:
     if metrics.exists():
         written.append(plot_training_curves(read_metrics(metrics), plots / "training.png"))
     test = run.splits.test
-    if test is None or (run.modality == "text" and test.labels is None):
+    if test is None or (run.modality == "text" and test.labels is None) or (run.modality == "image_text"
+                                                                          and not run.splits.classes):
         print("note: no labelled test split, so no embedding plot", flush=True)
     else:
         features, labels = run.features("test")

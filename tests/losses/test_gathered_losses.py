@@ -1,11 +1,11 @@
-"""Losses that span processes (SupCon, DCL/DCLW, MoCo v3, CoSENT): on 2 gloo processes, each
+"""Losses that span processes (SupCon, DCL/DCLW, MoCo v3, CoSENT, CLIP, SigLIP): on 2 gloo processes, each
 holding half the batch, the loss and the parameter gradients averaged over the processes (what
 DistributedDataParallel and a logger do) equal one process's on the whole batch, in float64."""
 
 import pytest
 import torch
 
-from contrastkit.losses import cosent_loss, dcl_loss, moco_info_nce, supcon_loss
+from contrastkit.losses import clip_loss, cosent_loss, dcl_loss, moco_info_nce, sigmoid_loss, supcon_loss
 from loss_helpers import assert_averaged_over_processes_equal, run_in_process_group
 
 LABELS = torch.tensor([0, 1, 0, 2, 1, 1, 0, 2])
@@ -33,7 +33,26 @@ def _cosent(a, b, rows, gather):
     return cosent_loss(a, b, SCORES[rows], scale=7.0, gather_across_processes=gather)
 
 
-LOSSES = {"supcon": _supcon, "dcl": _dcl, "dclw": _dclw, "moco_v3": _moco_v3, "cosent": _cosent}
+def _clip(a, b, rows, gather):
+    return clip_loss(a, b, torch.tensor(2.0, dtype=torch.float64), gather_across_processes=gather)
+
+
+def _clip_repeated_captions(a, b, rows, gather):
+    return clip_loss(a, b, torch.tensor(2.0, dtype=torch.float64), caption_ids=LABELS[rows],
+                     gather_across_processes=gather)
+
+
+def _siglip(a, b, rows, gather):
+    return sigmoid_loss(a, b, 1.5, -2.0, gather_across_processes=gather)
+
+
+def _siglip_repeated_captions(a, b, rows, gather):
+    return sigmoid_loss(a, b, 1.5, -2.0, caption_ids=LABELS[rows], gather_across_processes=gather)
+
+
+LOSSES = {"supcon": _supcon, "dcl": _dcl, "dclw": _dclw, "moco_v3": _moco_v3, "cosent": _cosent, "clip": _clip,
+          "clip_repeated_captions": _clip_repeated_captions, "siglip": _siglip,
+          "siglip_repeated_captions": _siglip_repeated_captions}
 
 
 def _projection(weight):

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from contrastkit import runs
-from contrastkit.augment import preset, text_preset
+from contrastkit.augment import ImageTextViews, preset, text_preset
 from contrastkit.config import Config, resolve
-from contrastkit.data import DeviceLoader, TextLoader, load_dataset
+from contrastkit.data import CaptionedLoader, DeviceLoader, TextLoader, captions_from_classes, load_dataset
 from contrastkit.data.text import TextDataset
 from contrastkit.methods import METHODS, list_methods
 from contrastkit.models import create_backbone
@@ -29,6 +29,7 @@ from loss_helpers import run_in_process_group  # noqa: E402
 BATCH = 16  # the global batch: 8 samples per process
 IMAGE_METHODS = [name for name in list_methods() if "image" in METHODS.get(name).modalities]
 TEXT_METHODS = [name for name in list_methods() if METHODS.get(name).modalities == ("text",)]
+IMAGE_TEXT_METHODS = [name for name in list_methods() if METHODS.get(name).modalities == ("image_text",)]
 # Small sizes. SwAV's prototypes and DINO's last layer stay frozen for the first step (epoch 1 of
 # 2) and train in the second, so frozen layers are covered too.
 OPTIONS = {"moco_v2": {"queue_size": 48}, "swav": {"num_prototypes": 16},
@@ -81,6 +82,14 @@ def _train_two_steps(name: str, world: int, text_model: str | None) -> tuple[dic
                    "cosent": {"pairs": SENTENCES[::-1], "scores": torch.arange(16.0) % 5}}[name]
         loader = TextLoader(TextDataset(list(SENTENCES), **columns), BATCH, seed=0)
         augment = text_preset(config.preset, backbone.tokenize)
+    elif name in IMAGE_TEXT_METHODS:
+        # Class-captioned digits: repeated captions in the batch, a tiny text tower that trains.
+        config = resolve(Config(method=name, dataset="digits", batch_size=BATCH, projection_dim=16, max_length=16,
+                                method_options={"text_encoder": f"hf:{text_model}"}))
+        backbone = Float64Input()
+        splits = captions_from_classes(load_dataset("digits"))
+        loader = CaptionedLoader(splits.train.images[:BATCH], splits.train_captions[:BATCH],
+                                 splits.train.labels[:BATCH], BATCH, seed=0)
     else:
         config = resolve(Config(method=name, dataset="digits", batch_size=BATCH, hidden_dim=32, projection_dim=16,
                                 method_options=OPTIONS.get(name, {})))
@@ -91,12 +100,16 @@ def _train_two_steps(name: str, world: int, text_model: str | None) -> tuple[dic
     method = METHODS.get(name).from_config(backbone, config).double()
     if world > 1:
         method = convert_sync_batchnorm(method, torch.device("cpu"))
-    augment = method.configure_views(augment) if name not in TEXT_METHODS else augment
+    if name in IMAGE_TEXT_METHODS:
+        image_views = preset(config.preset, size=8, mean=splits.mean, std=splits.std)
+        augment = ImageTextViews(method.configure_views(image_views), splits.captions, method.text_tower.tokenize)
+    elif name not in TEXT_METHODS:
+        augment = method.configure_views(augment)
     initial = {key: value.detach().clone() for key, value in method.named_parameters() if value.requires_grad}
     trainable = [parameter for parameter in method.parameters() if parameter.requires_grad]
     optimizer = create_optimizer("sgd", trainable, lr=0.5, momentum=0.9, weight_decay=1e-4)
     Trainer(method, augment, loader, optimizer, epochs=2, progress=False, log_every=1,
-            find_unused_parameters=name in TEXT_METHODS).fit()
+            find_unused_parameters=name in TEXT_METHODS + IMAGE_TEXT_METHODS).fit()
     return initial, {key: value.clone() for key, value in method.state_dict().items()}
 
 
@@ -111,8 +124,8 @@ def _worker(rank, world, names, text_model, expected):
 
 
 def test_every_method_steps_on_two_processes_as_on_one_holding_the_global_batch(tmp_path):
-    text_model = str(_tiny_text_encoder_folder(tmp_path / "tiny-bert")) if TEXT_METHODS else None
-    names = IMAGE_METHODS + TEXT_METHODS
+    text_model = str(_tiny_text_encoder_folder(tmp_path / "tiny-bert"))
+    names = IMAGE_METHODS + TEXT_METHODS + IMAGE_TEXT_METHODS
     expected = {}
     for name in names:
         initial, expected[name] = _train_two_steps(name, 1, text_model)

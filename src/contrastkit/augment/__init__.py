@@ -16,6 +16,7 @@ from contrastkit.augment.image import (
     params_to,
     to_float,
 )
+from contrastkit.augment.image_text import ImageTextViews, pick_captions
 from contrastkit.augment.presets import MultiView, list_presets, multicrop, preset, register_preset
 from contrastkit.augment.text import (Paraphrase, RandomMask, SynonymReplacement, TextCompose, TextTransform,
                                       WordDeletion, WordSwap)
@@ -28,6 +29,7 @@ __all__ = [
     "Compose",
     "Cutout",
     "GaussianBlur",
+    "ImageTextViews",
     "MultiView",
     "Normalize",
     "Paraphrase",
@@ -46,6 +48,7 @@ __all__ = [
     "list_presets",
     "multicrop",
     "params_to",
+    "pick_captions",
     "preset",
     "register_preset",
     "text_preset",

@@ -321,6 +321,18 @@ def _digits(*, size: int | None, mean: Sequence[float] | None, std: Sequence[flo
     return _digit_views(size or 8, _default(mean, DIGITS_MEAN), _default(std, DIGITS_STD), min_scale, degrees)
 
 
+@register_preset("crop_flip")
+def _crop_flip(*, size: int | None, mean: Sequence[float] | None, std: Sequence[float] | None,
+               min_scale: float = 0.35, flip: bool = True) -> MultiView:
+    """One light view: the random resized crop and flip of supervised training, which image-text
+    methods train their image tower on (CLIP's own augmentation is a random crop)."""
+    mean, std = _default(mean, IMAGENET_MEAN), _default(std, IMAGENET_STD)
+    ops = [RandomResizedCrop(size or 224, scale=(float(min_scale), 1.0))]
+    if flip:
+        ops.append(RandomHorizontalFlip(0.5))
+    return MultiView([Compose([*ops, Normalize(mean, std)])], Compose([Normalize(mean, std)]))
+
+
 # Caron et al.'s local crops are 96 px for 224 px global crops.
 _LOCAL_FRACTION = 96 / 224
 

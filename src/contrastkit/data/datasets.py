@@ -14,7 +14,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -301,29 +301,37 @@ def _decode(path: str, image_size: int | None) -> np.ndarray | Exception:
         return error
 
 
+def decode_images(paths: Sequence[str], image_size: int | None, where: str | os.PathLike) -> tuple[Tensor, list[int]]:
+    """Decode image files in threads to uint8 (N, 3, H, W); also returns the indices of the files
+    that were read. Unreadable files are skipped with one warning; ``where`` names their folder or
+    list in messages."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        decoded = list(pool.map(lambda path: _decode(path, image_size), paths))
+    kept = [index for index, result in enumerate(decoded) if not isinstance(result, Exception)]
+    failures = [(path, result) for path, result in zip(paths, decoded) if isinstance(result, Exception)]
+    if failures:
+        path, error = failures[0]
+        warnings.warn(f"skipped {len(failures)} unreadable image(s) of {len(paths)} in {where}, "
+                      f"e.g. {path}: {error}", stacklevel=4)
+    if not kept:
+        raise DatasetError(f"none of the {len(paths)} images in {where} could be read.")
+    sizes = {decoded[index].shape for index in kept}
+    if len(sizes) > 1:
+        raise DatasetError(f"images in {where} have different sizes ({sorted(sizes)[:3]}...); "
+                           "set image_size=N to centre-crop and resize them all to N x N.")
+    images = torch.from_numpy(np.stack([decoded[index] for index in kept])).permute(0, 3, 1, 2).contiguous()
+    return images, kept
+
+
 def _read_folder(folder: Path, classes: list[str], image_size: int | None) -> tuple[ImageDataset, int]:
     files = [(str(path), index) for index, name in enumerate(classes)
              for path in sorted((folder / name).rglob("*")) if path.suffix.lower() in IMAGE_EXTENSIONS]
     if not files:
         raise DatasetError(f"no images found in {folder}; an ImageFolder tree holds "
                            f"{folder}/<class name>/<image>.jpg (extensions: {', '.join(IMAGE_EXTENSIONS)}).")
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        decoded = list(pool.map(lambda item: _decode(item[0], image_size), files))
-    good = [(array, label) for array, (_, label) in zip(decoded, files) if not isinstance(array, Exception)]
-    failures = [(path, result) for result, (path, _) in zip(decoded, files) if isinstance(result, Exception)]
-    if failures:
-        path, error = failures[0]
-        warnings.warn(f"skipped {len(failures)} unreadable image(s) of {len(files)} in {folder}, "
-                      f"e.g. {path}: {error}", stacklevel=3)
-    if not good:
-        raise DatasetError(f"none of the {len(files)} images in {folder} could be read.")
-    sizes = {array.shape for array, _ in good}
-    if len(sizes) > 1:
-        raise DatasetError(f"images in {folder} have different sizes ({sorted(sizes)[:3]}...); "
-                           "set image_size=N to centre-crop and resize them all to N x N.")
-    images = torch.from_numpy(np.stack([array for array, _ in good])).permute(0, 3, 1, 2).contiguous()
-    labels = torch.tensor([label for _, label in good], dtype=torch.int64)
-    return ImageDataset(images, labels), len(failures)
+    images, kept = decode_images([path for path, _ in files], image_size, folder)
+    labels = torch.tensor([files[index][1] for index in kept], dtype=torch.int64)
+    return ImageDataset(images, labels), len(files) - len(kept)
 
 
 def load_image_folder(path: str | os.PathLike, *, image_size: int | None = None,

@@ -1,5 +1,5 @@
 """Evaluation of learned representations: feature extraction (images, sentences), kNN and linear
-probes, STS Spearman, retrieval recall, metrics, plots.
+probes, zero-shot classification, STS Spearman, retrieval recall, metrics, plots.
 
 Depends only on torch, numpy, scikit-learn and matplotlib (never on contrastkit.train,
 contrastkit.methods or contrastkit.cli).
@@ -12,6 +12,7 @@ from contrastkit.evaluate.metrics import classification_metrics, confusion_matri
 from contrastkit.evaluate.plots import plot_embedding, plot_training_curves
 from contrastkit.evaluate.retrieval import retrieval_recall
 from contrastkit.evaluate.sts import spearman, sts_spearman
+from contrastkit.evaluate.zero_shot import zero_shot_classifier, zero_shot_predict
 
 __all__ = [
     "classification_metrics",
@@ -25,4 +26,6 @@ __all__ = [
     "retrieval_recall",
     "spearman",
     "sts_spearman",
+    "zero_shot_classifier",
+    "zero_shot_predict",
 ]

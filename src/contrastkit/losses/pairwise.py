@@ -30,11 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from contrastkit import _distributed
 from contrastkit._checks import (check_class_labels, check_finite, check_finite_number, check_ndim,
                                  check_paired_embeddings, check_positive)
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.losses import fused as fused_kernels
 from contrastkit.losses._precision import full_precision, loss_dtype
+from contrastkit.losses.clip import check_caption_ids, same_caption
 from contrastkit.losses.miners import _check_distance, _paired_distances
 
 CONTRASTIVE_DISTANCES = ("euclidean", "cosine")
@@ -194,10 +196,12 @@ def logistic_loss(x_a: Tensor, x_b: Tensor, *, temperature: float = 0.1, bias: f
 
 
 def sigmoid_loss(x_a: Tensor, x_b: Tensor, logit_scale: Tensor | float, logit_bias: Tensor | float,
-                 *, validate: bool = True, fused: bool | None = None) -> Tensor:
+                 *, caption_ids: Tensor | None = None, gather_across_processes: bool = False,
+                 validate: bool = True, fused: bool | None = None) -> Tensor:
     """SigLIP's pairwise sigmoid loss (see the module docstring).
 
-    The negatives of row i are the other rows of the local batch.
+    The negatives of row i are the other rows of the local batch (of the global batch with
+    ``gather_across_processes``), except those with row i's caption when ``caption_ids`` is given.
 
     Args:
         x_a, x_b: (N, D) floating-point embeddings, N >= 2, e.g. images and their captions; rows
@@ -205,6 +209,14 @@ def sigmoid_loss(x_a: Tensor, x_b: Tensor, logit_scale: Tensor | float, logit_bi
         logit_scale: 0-dim tensor (or float) t', the log of the scale: logits are
             exp(t') * cos + b.
         logit_bias: 0-dim tensor (or float) b.
+        caption_ids: optional (N,) integer ids, equal for equal captions: every pair of rows with
+            one caption is labelled positive, so repeated captions (templates, a class's prompts)
+            are not pushed apart. Not in the fused kernels.
+        gather_across_processes: under torch.distributed, classify this process's rows against
+            every process's columns (gathered with gradients; the ids without). Each process's
+            loss sums over all columns and averages over its rows, so the processes' average
+            (DistributedDataParallel's) is the loss of one process holding the global batch. A
+            no-op in a single process.
         validate: check that the embeddings, scale and bias are finite (host syncs).
         fused: compute in the Triton kernels of :mod:`contrastkit.losses.fused`, never holding
             the N x N logits: None (default) on CUDA with Triton, first call checked against the
@@ -233,15 +245,29 @@ def sigmoid_loss(x_a: Tensor, x_b: Tensor, logit_scale: Tensor | float, logit_bi
         if validate:
             check_finite(name, value)
         scalars.append(value.to(device=x_a.device, dtype=dtype))
-    if fused_kernels.use_fused(fused, x_a):
+    check_caption_ids(caption_ids, x_a.shape[0])
+    if fused is True and caption_ids is not None:
+        raise ConfigError("the fused SigLIP kernels take one positive per pair; drop fused=True to use caption_ids.")
+    gathered = gather_across_processes and _distributed.is_distributed()
+    offset = _distributed.rank() * x_a.shape[0] if gathered else 0
+    if caption_ids is None and fused_kernels.use_fused(fused, x_a):
         def in_kernels() -> Tensor:
             rows, columns = (F.normalize(x.to(dtype), dim=1).to(x_a.dtype) for x in (x_a, x_b))
-            return fused_kernels.fused_sigmoid_loss(rows, columns, scalars[0].float().exp(), scalars[1].float())
+            if gathered:
+                columns = _distributed.gather_with_grad(columns)
+            return fused_kernels.fused_sigmoid_loss(rows, columns, scalars[0].float().exp(), scalars[1].float(),
+                                                    offset)
 
         return fused_kernels.checked_once("sigmoid_loss", x_a, fused, in_kernels, lambda: sigmoid_loss(
-            x_a, x_b, scalars[0], scalars[1], validate=False, fused=False), inputs=(x_a, x_b, *scalars))
-    positive = torch.eye(x_a.shape[0], dtype=torch.bool, device=x_a.device)
-    terms = _pair_logistic_terms(x_a, x_b, scalars[0].exp(), scalars[1], positive, normalize=True)
+            x_a, x_b, scalars[0], scalars[1], gather_across_processes=gather_across_processes, validate=False,
+            fused=False), inputs=(x_a, x_b, *scalars))
+    columns = _distributed.gather_with_grad(x_b) if gathered else x_b
+    if caption_ids is None:
+        positive = torch.arange(columns.shape[0], device=x_a.device)[None, :] == (
+            torch.arange(x_a.shape[0], device=x_a.device)[:, None] + offset)
+    else:
+        positive = same_caption(caption_ids, _distributed.gather_no_grad(caption_ids) if gathered else caption_ids)
+    terms = _pair_logistic_terms(x_a, columns, scalars[0].exp(), scalars[1], positive, normalize=True)
     return terms.sum() / x_a.shape[0]
 
 
@@ -326,9 +352,10 @@ class SigLIPLoss(nn.Module):
     """
 
     def __init__(self, init_scale: float = 10.0, init_bias: float = -10.0,
-                 learnable: bool = True, fused: bool | None = None) -> None:
+                 learnable: bool = True, fused: bool | None = None, gather_across_processes: bool = False) -> None:
         super().__init__()
         self.fused = fused
+        self.gather_across_processes = gather_across_processes
         check_positive("init_scale", init_scale, "it is exp(t') and SigLIP starts at 10.")
         check_finite_number("init_bias", init_bias, "SigLIP starts at -10.")
         logit_scale = torch.tensor(math.log(init_scale))
@@ -340,8 +367,9 @@ class SigLIPLoss(nn.Module):
             self.register_buffer("logit_scale", logit_scale)
             self.register_buffer("logit_bias", logit_bias)
 
-    def forward(self, x_a: Tensor, x_b: Tensor, validate: bool = True) -> Tensor:
-        return sigmoid_loss(x_a, x_b, self.logit_scale, self.logit_bias, validate=validate, fused=self.fused)
+    def forward(self, x_a: Tensor, x_b: Tensor, caption_ids: Tensor | None = None, validate: bool = True) -> Tensor:
+        return sigmoid_loss(x_a, x_b, self.logit_scale, self.logit_bias, caption_ids=caption_ids,
+                            gather_across_processes=self.gather_across_processes, validate=validate, fused=self.fused)
 
     def extra_repr(self) -> str:
         return (f"scale={self.logit_scale.exp().item():.4g}, bias={self.logit_bias.item():.4g}, "

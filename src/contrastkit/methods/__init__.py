@@ -3,6 +3,7 @@ the hooks of :class:`~contrastkit.methods.base.Method`, selectable by name."""
 
 from contrastkit.methods.base import Method, MomentumMethod, Progress, forward_views
 from contrastkit.methods.byol import BYOL
+from contrastkit.methods.clip import CLIP, SigLIP
 from contrastkit.methods.dino import DINO
 from contrastkit.methods.moco import MoCoV2, MoCoV3
 from contrastkit.methods.redundancy import BarlowTwins, VICReg
@@ -13,6 +14,6 @@ from contrastkit.methods.simsiam import SimSiam
 from contrastkit.methods.supcon import SupCon
 from contrastkit.methods.swav import SwAV
 
-__all__ = ["BYOL", "CoSENT", "DINO", "METHODS", "BarlowTwins", "Method", "MoCoV2", "MoCoV3", "MomentumMethod",
-           "Progress", "SimCLR", "SimCSE", "SimCSEUnsup", "SimSiam", "SupCon", "SwAV", "VICReg", "forward_views",
+__all__ = ["BYOL", "CLIP", "CoSENT", "DINO", "METHODS", "BarlowTwins", "Method", "MoCoV2", "MoCoV3", "MomentumMethod",
+           "Progress", "SigLIP", "SimCLR", "SimCSE", "SimCSEUnsup", "SimSiam", "SupCon", "SwAV", "VICReg", "forward_views",
            "list_methods", "register_method"]

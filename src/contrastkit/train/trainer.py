@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
 from contrastkit._distributed import all_reduce_sum
-from contrastkit.augment import params_to
+from contrastkit.augment import MultiView, params_to
 from contrastkit.data.device_loader import BatchLoader, epoch_generator
 from contrastkit.errors import ContrastkitError
 from contrastkit.methods.base import Progress
@@ -124,7 +124,7 @@ class Trainer:
         self._step = torch.compile(self._train_step, mode=compile_mode) if compile else self._train_step
         # A MultiView splits into CPU sampling and a device-side apply with no host sync, which
         # compiles as one graph; any other callable is called as it is.
-        self._augment_apply = getattr(augment, "apply", None)
+        self._augment_apply = augment.apply if isinstance(augment, MultiView) else None
         if compile and self._augment_apply is not None:
             self._augment_apply = torch.compile(self._augment_apply, mode=compile_mode, fullgraph=True)
 
@@ -196,9 +196,10 @@ class Trainer:
     def _run_steps(self, epoch: int, writer: Any, bar: Any) -> float:
         """One epoch's steps; returns the mean loss of its last logging interval."""
         # On the CPU whatever the device, like the data order: the same seed, the same batches anywhere.
-        # A preset draws the global batch's parameters on every process; any other augmentation
-        # draws for its own samples, so each process needs a stream of its own.
-        stream = 1 if self._augment_apply is not None else 1 + self.loader.rank
+        # A preset (or ImageTextViews) draws the global batch's parameters on every process; any
+        # other augmentation draws for its own samples, so each process needs a stream of its own.
+        shared = self._augment_apply is not None or getattr(self.augment, "draws_for_global_batch", False)
+        stream = 1 if shared else 1 + self.loader.rank
         augment_generator = epoch_generator(self.loader.seed, epoch, stream=stream)
         loss_sum = torch.zeros((), device=self.device)
         interval_steps, interval_start = 0, time.perf_counter()
