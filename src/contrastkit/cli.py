@@ -137,11 +137,14 @@ def _help_config(args: argparse.Namespace) -> str:
 
 def _list() -> str:
     from contrastkit.augment import list_presets
+    from contrastkit.augment.series import SERIES_PRESETS
     from contrastkit.augment.text_views import TEXT_PRESETS
     from contrastkit.data import list_datasets
+    from contrastkit.data.series import list_series_datasets
     from contrastkit.data.text import list_text_datasets
     from contrastkit.methods import METHODS, list_methods
     from contrastkit.models import HEADS, list_backbones
+    from contrastkit.models.series import list_series_backbones
 
     def methods_for(kind: str) -> list[str]:
         return [name for name in list_methods() if kind in METHODS.get(name).modalities]
@@ -149,14 +152,21 @@ def _list() -> str:
     rows = {
         "image methods": methods_for("image"),
         "image datasets": list_datasets(),
-        "backbones": list_backbones(),
+        "backbones": [name for name in list_backbones() if name not in list_series_backbones()],
         "presets": list_presets(),
         "text methods": methods_for("text"),
         "text datasets": list_text_datasets(),
         "text presets": list(TEXT_PRESETS),
+        "image-text methods": methods_for("image_text"),
+        "image-text data": ["<any labelled image dataset, captioned from its class names>",
+                            "<path to a .csv/.tsv with image and caption columns>"],
+        "series methods": methods_for("series"),
+        "series datasets": [*list_series_datasets(), "ucr:<any UCR name>", "uea:<any UEA name> (online)"],
+        "series backbones": list_series_backbones(),
+        "series presets": list(SERIES_PRESETS),
         "heads": list(HEADS),
     }
-    return "\n".join(f"{name:<15} {', '.join(items)}" for name, items in rows.items())
+    return "\n".join(f"{name:<18} {', '.join(items)}" for name, items in rows.items())
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -103,6 +103,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 DEFAULT_RECIPE: dict[str, Any] = dict(backbone="resnet18", epochs=100, batch_size=256, knn_k=200)
 DEFAULT_TEXT_RECIPE: dict[str, Any] = dict(backbone="hf:all-MiniLM-L6-v2", epochs=1, batch_size=64, knn_k=20,
                                            warmup_epochs=0.1)
+# Time series (UCR/UEA): TS2Vec's encoder and batch; the sets are small (36 to 1,000 series).
+DEFAULT_SERIES_RECIPE: dict[str, Any] = dict(backbone="ts2vec_cnn", batch_size=8, knn_k=5)
 FALLBACKS: dict[str, Any] = dict(optimizer="sgd", head="mlp2", projection_dim=128, weight_decay=5e-4,
                                  lr_per_256=0.12, warmup_epochs=0.0, max_length=128)
 SMALL_IMAGE_SIDE = 64
@@ -120,7 +122,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # What each key means, for `contrastkit train --help-config`.
 DESCRIPTIONS: dict[str, str] = {
     "method": "self-supervised method (contrastkit list)",
-    "dataset": "dataset name (contrastkit list) or an ImageFolder path",
+    "dataset": ("dataset name (contrastkit list), an ImageFolder path, a text file or caption table, or "
+                "ucr:NAME / uea:NAME (time series)"),
     "data_root": "where the dataset lives or is downloaded to (a folder or packed-JPEG .npz); unset: "
                  "$CONTRASTKIT_DATA or ~/.cache/contrastkit",
     "image_size": "side the images are resized to when loaded; unset: as stored",
@@ -161,11 +164,12 @@ DESCRIPTIONS: dict[str, str] = {
     "log_every": "steps between logged losses (the only host sync of the loop)",
     "progress": "show a progress bar",
     "out": "run folder (default runs/<method>-<dataset>-<time>)",
-    "evaluate": "kNN and linear probe after training",
+    "evaluate": ("score after training: kNN and linear probes (images), plus zero-shot or retrieval (image-text), "
+                 "STS / probes / retrieval (text)"),
     "knn_k": "neighbours of the kNN evaluation",
     "knn_temperature": "temperature of the weighted kNN vote, > 0",
     "linear_weight_decay": "L2 penalty of the linear probe, >= 0",
-    "raw_baseline": "also evaluate raw pixels, for comparison",
+    "raw_baseline": "also evaluate the raw inputs, for comparison (pixels; 1-NN Euclidean and DTW for series)",
     "plot": "plot the loss curve and a 2-D map of the embeddings",
     "embedding_method": "2-D map of the embeddings",
     "plot_points": "test points in the embedding plot",
@@ -271,9 +275,21 @@ def save_yaml(config: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
+def series_name(dataset: str) -> str | None:
+    """The UCR/UEA archive name ``dataset`` stands for (a name aeon bundles, in any case, or
+    ``ucr:NAME`` / ``uea:NAME`` for any other), or None."""
+    from contrastkit.data.series import BUNDLED_SERIES
+
+    prefix, colon, name = dataset.partition(":")
+    if colon and prefix.lower() in ("ucr", "uea") and name:
+        return name
+    return next((bundled for bundled in BUNDLED_SERIES if bundled.lower() == dataset.lower()), None)
+
+
 def modality(dataset: str, method: str | None = None) -> str:
     """What a run on ``dataset`` trains on:
 
+    * "series": a UCR/UEA time series dataset (the names aeon bundles, ``ucr:NAME`` / ``uea:NAME``);
     * "image_text": a caption table (.csv/.tsv naming an image column), or an image dataset given
       to a method that trains on image-text pairs only (``method``), captioned from its classes;
     * "text": text datasets (stsb, sst2, agnews, .txt/.tsv/.csv files, joins with +, hf:NAME);
@@ -283,6 +299,8 @@ def modality(dataset: str, method: str | None = None) -> str:
     from contrastkit.data.text import TEXT_DATASETS
     from contrastkit.methods import METHODS
 
+    if series_name(dataset) is not None:
+        return "series"
     if is_caption_table(dataset):
         return "image_text"
     if dataset in TEXT_DATASETS.names() or "+" in dataset or dataset.startswith("hf:"):
@@ -313,7 +331,7 @@ def resolve(config: Config) -> Config:
     if kind not in method.modalities:
         raise ConfigError(f"{config.method} trains on {' or '.join(method.modalities)} data, but {config.dataset!r} is "
                           f"{kind}; choose a {kind} method (contrastkit list) or another dataset.")
-    default = DEFAULT_TEXT_RECIPE if kind == "text" else DEFAULT_RECIPE
+    default = {"text": DEFAULT_TEXT_RECIPE, "series": DEFAULT_SERIES_RECIPE}.get(kind, DEFAULT_RECIPE)
     dataset_recipe = dict(RECIPES.get(config.dataset, default))
     dataset_recipe.pop("image_side", None)
     per_method = dataset_recipe.pop("methods", {}).get(config.method, {})

@@ -4,10 +4,13 @@ A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``t
 ``checkpoints/last.pt``, ``plots/*.png`` and ``summary.json`` (the final evaluation); what it
 guarantees (one writer, no foreign files overwritten, atomic files) is :mod:`contrastkit.run_folder`'s.
 
-One core serves every modality: the config's dataset decides whether the run is an image run
-(uint8 tensors, a backbone, a MultiView preset, kNN and linear probes beside raw pixels) or a text
-run (sentences, an ``hf:`` encoder, text views, STS / linear-probe / retrieval scores beside the
-encoder before training); the trainer and the methods see only batches, views and labels.
+One core serves every modality: the config's dataset (and method) decide whether the run is an
+image run (uint8 tensors, a backbone, a MultiView preset, kNN and linear probes beside raw pixels),
+a text run (sentences, an ``hf:`` encoder, text views, STS / linear-probe / retrieval scores beside
+the encoder before training), an image-text run (images with captions, two towers, zero-shot and
+retrieval scores) or a time series run (UCR/UEA series, a 1-D encoder, series views, SVM / kNN /
+linear probes beside 1-NN Euclidean and DTW); the trainer and the methods see only batches, views
+and labels.
 """
 
 from __future__ import annotations
@@ -27,15 +30,19 @@ from contrastkit import config as config_module
 from contrastkit import run_folder
 from contrastkit.augment import ImageTextViews, MultiView, TextViews, preset, text_preset
 from contrastkit.config import Config
-from contrastkit.data import (CaptionedLoader, DatasetSplits, ImageTextSplits, TextLoader, TextSplits, create_loader,
-                              load_dataset, load_image_text_dataset, load_text_dataset)
+from contrastkit.augment.series import series_preset
+from contrastkit.data import (CaptionedLoader, DatasetSplits, DeviceLoader, ImageTextSplits, TextLoader, TextSplits,
+                              create_loader, load_dataset, load_image_text_dataset, load_text_dataset)
+from contrastkit.data.series import SeriesSplits, load_series
 from contrastkit.data.text import TEXT_DATASETS
 from contrastkit.errors import ContrastkitError, DatasetError
 from contrastkit.evaluate import (classification_metrics, extract_features, extract_text_features, knn_predict,
                                   linear_probe, plot_embedding, plot_training_curves, retrieval_recall, sts_spearman,
                                   zero_shot_classifier, zero_shot_predict)
+from contrastkit.evaluate.series import one_nn_dtw, one_nn_euclidean, svm_probe
 from contrastkit.methods import METHODS, Method
 from contrastkit.models import create_backbone
+from contrastkit.models.series import list_series_backbones
 from contrastkit.models.text import DEFAULT_TEXT_ENCODER
 from contrastkit.train import Trainer, TrainerState, create_optimizer, load_checkpoint, read_metrics, write_atomic
 from contrastkit.train.distributed import (ProcessGroup, convert_sync_batchnorm, init_process_group,
@@ -77,7 +84,8 @@ def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
 class Run:
     """Everything built from one resolved config: data, views and the method, for its modality."""
 
-    def __init__(self, config: Config, splits: DatasetSplits | TextSplits | ImageTextSplits | None = None) -> None:
+    def __init__(self, config: Config,
+                 splits: DatasetSplits | TextSplits | ImageTextSplits | SeriesSplits | None = None) -> None:
         self.config = config
         self.device = pick_device(config.device)
         self.modality = config_module.modality(config.dataset, config.method)
@@ -88,6 +96,8 @@ class Run:
             self._build_text(config, method_class, splits)
         elif self.modality == "image_text":
             self._build_image_text(config, method_class, splits)
+        elif self.modality == "series":
+            self._build_series(config, method_class, splits)
         else:
             self._build_image(config, method_class, splits)
 
@@ -120,7 +130,20 @@ class Run:
                                                         templates=config.caption_templates)
         self.method = self._image_method(config, method_class)
         image_views = self.method.configure_views(self._image_views(config))
-        self.augment = ImageTextViews(image_views, self.splits.captions, self.method.text_tower.tokenize).to(self.device)
+        tokenize = self.method.text_tower.tokenize
+        self.augment = ImageTextViews(image_views, self.splits.captions, tokenize).to(self.device)
+
+    def _build_series(self, config: Config, method_class: type[Method], splits: SeriesSplits | None) -> None:
+        series_backbones = list_series_backbones()
+        if config.backbone not in series_backbones:
+            raise ContrastkitError(f"{config.dataset} holds time series, so its encoder is a series encoder "
+                                   f"({', '.join(series_backbones)}), not {config.backbone!r}.")
+        self.splits = splits or load_series(config_module.series_name(config.dataset), data_root=config.data_root)
+        torch.manual_seed(config.seed)
+        backbone = create_backbone(config.backbone, in_channels=self.splits.channels)
+        self.method = method_class.from_config(backbone, config).to(self.device)
+        views = series_preset(config.preset or "simclr", **config.preset_options)
+        self.augment = self.method.configure_views(views).to(self.device)
 
     @staticmethod
     def _check_image_backbone(config: Config) -> None:
@@ -166,6 +189,8 @@ class Run:
             features = extract_text_features(self.method.backbone, data.texts, device=self.device)
             labels = data.labels if data.labels is not None else torch.zeros(len(data), dtype=torch.long)
             return features, labels
+        if self.modality == "series":
+            return extract_features(self.method.backbone, data.values, device=self.device), data.labels
         features = extract_features(self.method.backbone, data.images, self.augment.eval_view,
                                     device=self.device, channels_last=self.config.channels_last)
         return features, data.labels
@@ -245,6 +270,9 @@ def _train_prepared(config: Config, out_dir: Path, resume: bool,
         run.method = convert_sync_batchnorm(run.method, run.device)
     if run.modality == "text":
         loader = TextLoader(run.splits.train, config.batch_size, device=run.device, seed=config.seed)
+    elif run.modality == "series":
+        loader = DeviceLoader(run.splits.train.values, run.splits.train.labels, config.batch_size, device=run.device,
+                              seed=config.seed)
     elif run.modality == "image_text":
         loader = CaptionedLoader(run.splits.train.images, run.splits.train_captions, run.splits.train.labels,
                                  config.batch_size, device=run.device, seed=config.seed)
@@ -328,6 +356,8 @@ def evaluate(run: Run, out_dir: Path, protocols: Sequence[str] = PROTOCOLS) -> d
             raise ContrastkitError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}.")
     if run.modality == "text":
         return _evaluate_text(run, out_dir)
+    if run.modality == "series":
+        return _evaluate_series(run, out_dir, protocols)
     start = time.perf_counter()
     results = _probe_results(run, protocols)
     image_text = _image_text_results(run) if run.modality == "image_text" else {}
@@ -345,11 +375,12 @@ def _probe_results(run: Run, protocols: Sequence[str]) -> dict[str, Any]:
     """kNN / linear-probe metrics of the backbone's features (and of raw pixels) on the test split."""
     config = run.config
     num_classes = len(run.splits.classes)
-    if num_classes < 2:
+    if num_classes == 1:
         # Every prediction would be right: a top-1 of 1.0 that says nothing about the encoder.
-        print(f"note: {config.dataset} has {'no classes' if not num_classes else 'a single class'}, so kNN and "
-              "linear-probe accuracy would say nothing; the probes are skipped (give labelled data, one folder "
-              "per class, to run them).", flush=True)
+        print(f"note: {config.dataset} has a single class, so kNN and linear-probe accuracy would be 1.0 by "
+              "construction; evaluation skipped (give labelled data, one folder per class, to evaluate).", flush=True)
+        return {}
+    if num_classes == 0:  # a caption table: scored by retrieval instead
         return {}
     train_features, train_labels = run.features("train")
     test_features, test_labels = run.features("test")
@@ -402,6 +433,33 @@ def _image_text_results(run: Run) -> dict[str, float]:
     recall = retrieval_recall(embed_images(images), embed_texts(captions))
     names = {"q2k": "image_to_text", "k2q": "text_to_image"}
     return {f"{prefix}{names[key[:3]]}{key[3:]}": round(value, 4) for key, value in recall.items()}
+
+
+def _evaluate_series(run: Run, out_dir: Path, protocols: Sequence[str]) -> dict[str, Any]:
+    """kNN, linear probe and an RBF SVM (TS2Vec's protocol) on the frozen representation of the
+    official test split, beside 1-NN Euclidean and 1-NN DTW on the raw series."""
+    config, start = run.config, time.perf_counter()
+    num_classes = len(run.splits.classes)
+    (train_x, train_y), (test_x, test_y) = run.features("train"), run.features("test")
+    predictions = {"svm": svm_probe(train_x, train_y, test_x)}
+    if "knn" in protocols:
+        predictions["knn"] = knn_predict(train_x, train_y, test_x, k=min(config.knn_k, len(train_y)),
+                                         temperature=config.knn_temperature, num_classes=num_classes)
+    if "linear" in protocols:
+        predictions["linear"] = linear_probe(train_x, train_y, test_x, num_classes=num_classes,
+                                             weight_decay=config.linear_weight_decay)
+    if config.raw_baseline:
+        raw_train, raw_test = run.splits.train.values, run.splits.test.values
+        predictions["raw_1nn_euclidean"] = one_nn_euclidean(raw_train, train_y, raw_test)
+        predictions["raw_1nn_dtw"] = one_nn_dtw(raw_train, train_y, raw_test)
+    results: dict[str, Any] = {}
+    for name, predicted in predictions.items():
+        metrics = classification_metrics(test_y, predicted, num_classes=num_classes)
+        results.update({f"{name}_{key}": round(value, 4) for key, value in metrics.items()})
+    results["eval_seconds"] = round(time.perf_counter() - start, 2)
+    print("\n".join([f"{'protocol':<20}{'top1':>8}{'f1':>8}"] + [
+        f"{name:<20}{results[f'{name}_top1']:>8.4f}{results[f'{name}_f1']:>8.4f}" for name in predictions]), flush=True)
+    return _add_to_summary(results, out_dir)
 
 
 def _add_to_summary(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:

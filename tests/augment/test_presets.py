@@ -168,7 +168,8 @@ def test_byol_imagenet_views_are_asymmetric() -> None:
 
 # (preset options, channels, source side) small enough for a CPU; one entry per preset.
 PRESET_INPUTS = {"simclr_cifar": ({}, 3, 32), "simclr_imagenet": ({"size": 16}, 3, 24),
-                 "byol_imagenet": ({"size": 16}, 3, 24), "mnist": ({}, 1, 28), "digits": ({}, 1, 8)}
+                 "byol_imagenet": ({"size": 16}, 3, 24), "mnist": ({}, 1, 28), "digits": ({}, 1, 8),
+                 "crop_flip": ({"size": 16}, 3, 24)}
 
 
 def test_every_preset_has_inputs_for_the_compile_test() -> None:

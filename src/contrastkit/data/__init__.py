@@ -12,6 +12,6 @@ from contrastkit.data.text import TextDataset, TextSplits, list_text_datasets, l
 from contrastkit.data.text_loader import TextLoader
 
 __all__ = ["DATASETS", "CaptionedLoader", "DatasetSplits", "DeviceLoader", "HostLoader", "ImageDataset",
-           "ImageTextSplits", "captions_from_classes", "load_caption_table", "load_image_text_dataset", "TextDataset", "TextLoader",
-           "TextSplits", "create_loader", "list_datasets", "list_text_datasets", "load_dataset", "load_image_folder",
-           "load_jpeg_archive", "load_text_dataset", "register_dataset"]
+           "ImageTextSplits", "TextDataset", "TextLoader", "TextSplits", "captions_from_classes", "create_loader",
+           "list_datasets", "list_text_datasets", "load_caption_table", "load_dataset", "load_image_folder",
+           "load_image_text_dataset", "load_jpeg_archive", "load_text_dataset", "register_dataset"]

@@ -117,7 +117,7 @@ def is_caption_table(path: str | os.PathLike) -> bool:
     path = Path(path)
     if path.suffix.lower() not in (".csv", ".tsv") or not path.is_file():
         return False
-    with path.open(newline="", encoding="utf-8", errors="replace") as file:
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as file:
         header = next(csv.reader(file, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
     return any(name.strip().lower() in IMAGE_COLUMNS for name in header)
 
@@ -125,7 +125,7 @@ def is_caption_table(path: str | os.PathLike) -> bool:
 def load_caption_table(path: str | os.PathLike, *, image_size: int | None = None) -> ImageTextSplits:
     """Images and captions listed in a .csv/.tsv table (see the module docstring)."""
     path = Path(path)
-    with path.open(newline="", encoding="utf-8") as file:
+    with path.open(newline="", encoding="utf-8-sig") as file:  # -sig: a spreadsheet's byte-order mark
         rows = list(csv.DictReader(file, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
     header = {name.strip().lower(): name for name in (rows[0].keys() if rows else [])}
     image_key = next((header[name] for name in IMAGE_COLUMNS if name in header), None)
@@ -168,6 +168,9 @@ def load_image_text_dataset(name_or_path: str, *, root: str | os.PathLike | None
     """A caption table by path, or any image dataset captioned from its classes (``templates``: a
     file of prompt templates; unset, the built-in ones)."""
     if is_caption_table(name_or_path):
+        if templates:
+            raise DatasetError(f"caption_templates captions a labelled image dataset from its class names, but "
+                               f"{name_or_path} is a caption table with captions of its own; unset caption_templates.")
         return load_caption_table(name_or_path, image_size=image_size)
     splits = load_dataset(name_or_path, root=root, image_size=image_size)
     return captions_from_classes(splits, read_templates(templates) if templates else None)

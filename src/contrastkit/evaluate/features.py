@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from contrastkit._checks import check_ndim
 from contrastkit.errors import ConfigError, InputError
 
 
@@ -26,14 +25,15 @@ def extract_features(
     channels_last: bool = False,
     autocast: bool = True,
 ) -> Tensor:
-    """Encode ``images`` (N, C, H, W) batch by batch and return float32 features (N, D) on the CPU.
+    """Encode ``images`` (N, C, H, W) batch by batch and return float32 features (N, D) on the CPU;
+    float time series (N, C, T) go through the same way.
 
     Each batch is moved to ``device`` (default: the encoder's device), passed through
     ``transform`` (e.g. a preset's eval view turning uint8 into normalised floats), then
     through the encoder in eval mode under ``torch.inference_mode``. Without a transform,
     uint8 images are scaled to float in [0, 1]. Outputs with more than two dimensions
     (feature maps) are flattened. On CUDA the forward runs under bf16 autocast unless
-    ``autocast=False``. ``channels_last`` converts each input batch to that memory format;
+    ``autocast=False``. ``channels_last`` converts each image batch to that memory format;
     set it when the encoder's weights are channels_last too. The encoder's train/eval
     flags (per submodule) are restored afterwards, even on error.
 
@@ -43,7 +43,8 @@ def extract_features(
         >>> extract_features(encoder, images, batch_size=4).shape
         torch.Size([10, 16])
     """
-    check_ndim("images", images, 4, "(N, C, H, W)")
+    if images.ndim not in (3, 4):
+        raise InputError(f"images must be (N, C, H, W) images or (N, C, T) series, got shape {tuple(images.shape)}.")
     if images.shape[0] == 0:
         raise InputError("images is empty (N=0); pass at least one image.")
     if batch_size < 1:
@@ -65,7 +66,7 @@ def extract_features(
                     batch = transform(batch)
                 elif not batch.is_floating_point():
                     batch = batch.float().div_(255.0)
-                if channels_last:
+                if channels_last and batch.ndim == 4:
                     batch = batch.contiguous(memory_format=torch.channels_last)
                 feats = encoder(batch)
                 if not isinstance(feats, Tensor):

@@ -13,7 +13,8 @@ from contrastkit.methods.simcse import CoSENT, SimCSE, SimCSEUnsup
 from contrastkit.methods.simsiam import SimSiam
 from contrastkit.methods.supcon import SupCon
 from contrastkit.methods.swav import SwAV
+from contrastkit.methods.ts2vec import TS2Vec
 
 __all__ = ["BYOL", "CLIP", "CoSENT", "DINO", "METHODS", "BarlowTwins", "Method", "MoCoV2", "MoCoV3", "MomentumMethod",
-           "Progress", "SigLIP", "SimCLR", "SimCSE", "SimCSEUnsup", "SimSiam", "SupCon", "SwAV", "VICReg", "forward_views",
-           "list_methods", "register_method"]
+           "Progress", "SigLIP", "SimCLR", "SimCSE", "SimCSEUnsup", "SimSiam", "SupCon", "SwAV", "TS2Vec", "VICReg",
+           "forward_views", "list_methods", "register_method"]

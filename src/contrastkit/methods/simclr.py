@@ -27,14 +27,17 @@ class SimCLR(Method):
         >>> model.training_step(views)["loss"].backward()
     """
 
-    modalities = ("image", "text")
+    modalities = ("image", "text", "series")
     sync_batchnorm = True
     recipes = {"small": dict(temperature=0.5, head="mlp2", projection_dim=128, lr_per_256=0.12, weight_decay=5e-4),
                "large": dict(temperature=0.1, head="mlp2", hidden_dim=2048, projection_dim=128, optimizer="lars",
                              lr_per_256=0.3, weight_decay=1e-6),
                # Augmented sentences (word deletion and swaps) in SimCLR's manner.
                "text": dict(temperature=0.05, head="identity", preset="eda", optimizer="adamw", lr=3e-5,
-                            weight_decay=0.01)}
+                            weight_decay=0.01),
+               # Series: two views of crop, time warp, scaling and jitter, under TS2Vec's optimizer.
+               "series": dict(temperature=0.2, head="mlp2", projection_dim=128, preset="simclr", optimizer="adamw",
+                              lr=1e-3, weight_decay=0.01, batch_size=16, epochs=50, warmup_epochs=0.0)}
 
     def __init__(self, backbone: nn.Module, projection_head: nn.Module, temperature: float = 0.5,
                  similarity: str = "cosine") -> None:

@@ -1,13 +1,15 @@
-"""Backbones (image networks, Hugging Face text encoders), heads, and the building blocks of
-momentum / queue methods and of GradCache."""
+"""Backbones (image networks, Hugging Face text encoders, 1-D series encoders), heads, and the
+building blocks of momentum / queue methods and of GradCache."""
 
 from contrastkit.models.backbones import SmallCNN, create_backbone, list_backbones, register_backbone
 from contrastkit.models.grad_cache import cached_embeddings, grad_cache_step
 from contrastkit.models.heads import HEADS, DINOHead, MLPHead, Prototypes, create_head
 from contrastkit.models.memory import MemoryQueue
 from contrastkit.models.momentum import cosine_momentum, ema_update, momentum_copy
+from contrastkit.models.series import ResNet1d, SeriesEncoder, SeriesRNN, SeriesTransformer, TS2VecEncoder
 from contrastkit.models.text import TextEncoder, pool
 
-__all__ = ["HEADS", "DINOHead", "MLPHead", "MemoryQueue", "Prototypes", "SmallCNN", "TextEncoder", "cached_embeddings",
+__all__ = ["HEADS", "DINOHead", "MLPHead", "MemoryQueue", "Prototypes", "ResNet1d", "SeriesEncoder", "SeriesRNN",
+           "SeriesTransformer", "SmallCNN", "TS2VecEncoder", "TextEncoder", "cached_embeddings",
            "cosine_momentum", "create_backbone", "create_head", "ema_update", "grad_cache_step", "list_backbones",
            "momentum_copy", "pool", "register_backbone"]
