@@ -346,7 +346,8 @@ PROTOCOLS = ("knn", "linear")
 
 def evaluate(run: Run, out_dir: Path, protocols: Sequence[str] = PROTOCOLS) -> dict[str, Any]:
     """kNN and/or linear probe on frozen backbone features, beside the same on raw pixels; for
-    image-text runs also zero-shot classification and image-text retrieval.
+    image-text runs also zero-shot classification and image-text retrieval; for series an SVM too,
+    beside 1-NN Euclidean and DTW on the raw series (text runs: see :func:`score_text_encoder`).
 
     Adds ``<protocol>_top1/_precision/_recall/_f1`` and ``raw_<protocol>_...`` to summary.json
     (``zero_shot_...`` and ``image_to_text_recall@k`` / ``text_to_image_recall@k`` for image-text).
