@@ -56,7 +56,7 @@ def run_dataset(splits: SeriesSplits, recipe: dict[str, Any], seed: int, epochs:
     optimizer = create_optimizer(recipe["optimizer"], method.parameters(), lr=recipe["lr"],
                                  weight_decay=recipe["weight_decay"])
     trainer = Trainer(method, augment, loader, optimizer, epochs=epochs, warmup_epochs=recipe["warmup_epochs"],
-                      out_dir=None, progress=False)
+                      lr_schedule=recipe["lr_schedule"], out_dir=None, progress=False)
     start = time.perf_counter()
     state = trainer.fit()
     train_seconds = time.perf_counter() - start

@@ -50,6 +50,7 @@ class Config:
     momentum: float = 0.9
     weight_decay: float | None = None
     warmup_epochs: float | None = None
+    lr_schedule: str | None = None
     seed: int = 0
     device: str = "auto"
     data_placement: str = "auto"  # device: whole uint8 dataset on the device; host: streamed from pinned memory
@@ -106,10 +107,12 @@ DEFAULT_TEXT_RECIPE: dict[str, Any] = dict(backbone="hf:all-MiniLM-L6-v2", epoch
 # Time series (UCR/UEA): TS2Vec's encoder and batch; the sets are small (36 to 1,000 series).
 DEFAULT_SERIES_RECIPE: dict[str, Any] = dict(backbone="ts2vec_cnn", batch_size=8, knn_k=5)
 FALLBACKS: dict[str, Any] = dict(optimizer="sgd", head="mlp2", projection_dim=128, weight_decay=5e-4,
-                                 lr_per_256=0.12, warmup_epochs=0.0, max_length=128)
+                                 lr_per_256=0.12, warmup_epochs=0.0, lr_schedule="cosine",
+                                 max_length=128)
 SMALL_IMAGE_SIDE = 64
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("sgd", "lars", "adamw"),
+    "lr_schedule": ("cosine", "constant"),
     "data_placement": ("auto", "device", "host"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
@@ -148,7 +151,8 @@ DESCRIPTIONS: dict[str, str] = {
     "lr": "peak learning rate (recipes: lr_per_256 * batch_size / 256)",
     "momentum": "SGD / LARS momentum, in [0, 1)",
     "weight_decay": "weight decay, >= 0",
-    "warmup_epochs": "linear warm-up before the cosine decay, in epochs; unset: the recipe's",
+    "warmup_epochs": "linear warm-up to the peak learning rate, in epochs; unset: the recipe's",
+    "lr_schedule": "after the warm-up: cosine (decay to 0) or constant (the peak); unset: the recipe's",
     "seed": "seed of the initial weights, the data order and the augmentations, in [0, 2**32)",
     "device": "auto, cpu, cuda or cuda:N",
     "data_placement": "device: the whole uint8 dataset on the device; host: streamed from pinned memory",

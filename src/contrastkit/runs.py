@@ -284,7 +284,8 @@ def _train_prepared(config: Config, out_dir: Path, resume: bool,
     optimizer = create_optimizer(config.optimizer, trainable, lr=config.lr,
                                  momentum=config.momentum, weight_decay=config.weight_decay)
     trainer = Trainer(run.method, run.augment, loader, optimizer, epochs=config.epochs,
-                      warmup_epochs=config.warmup_epochs, out_dir=out_dir, precision=run.precision,
+                      warmup_epochs=config.warmup_epochs,
+                      lr_schedule=config.lr_schedule, out_dir=out_dir, precision=run.precision,
                       channels_last=config.channels_last, compile=config.compile, compile_mode=config.compile_mode,
                       log_every=config.log_every, progress=config.progress, callbacks=callbacks,
                       # A transformer may hold layers its sentence embedding does not use (BERT's pooler).

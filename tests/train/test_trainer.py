@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from contrastkit import runs
-from contrastkit.config import Config
+from contrastkit.config import Config, resolve
+from contrastkit.errors import ConfigError
 from contrastkit.augment import preset
 from contrastkit.data import DeviceLoader, HostLoader, load_dataset
 from contrastkit.data.device_loader import epoch_generator
@@ -109,6 +110,17 @@ def test_cosine_schedule_with_warmup():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert factors[55] == pytest.approx(0.5) and factors[100] == pytest.approx(0.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+
+
+def test_constant_schedule_holds_the_peak_after_the_warmup(tmp_path):
+    run_dir = runs.train(digits_config(tmp_path, epochs=2, warmup_epochs=1.0, lr_schedule="constant", lr=0.05,
+                                       log_every=1))
+    rates = [record["lr"] for record in read_metrics(run_dir) if "lr" in record]
+    steps_per_epoch = len(rates) // 2
+    assert rates[0] == pytest.approx(0.05 / steps_per_epoch)
+    assert rates[steps_per_epoch:] == pytest.approx([0.05] * steps_per_epoch)
+    with pytest.raises(ConfigError, match="lr_schedule must be one of cosine, constant"):
+        resolve(digits_config(tmp_path, lr_schedule="step"))
 
 
 def test_lars_step_matches_its_formula():

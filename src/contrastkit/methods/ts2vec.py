@@ -50,11 +50,14 @@ class TS2Vec(Method):
 
     modalities = ("series",)
     default_options = {"alpha": 0.5, "temporal_unit": 0}
-    # TS2Vec's settings: AdamW at lr 1e-3 (torch's default weight decay 0.01) on batches of 8,
-    # 320-d representations. The paper trains 200 iterations on the small UCR sets; 50 epochs
-    # give at least 200 steps on every set with 36 or more training series.
+    # TS2Vec's settings: AdamW at a constant lr 1e-3 (torch's default weight decay 0.01; the
+    # running average of the weights anneals) on batches of 8, 320-d representations. The paper
+    # trains 200 iterations on the small UCR sets; 50 epochs give at least 200 steps on every set
+    # with 36 or more training series. A cosine decay instead cost GunPoint 1.3 points (0.973 vs
+    # 0.987, seed 0).
     recipes = {"series": dict(backbone="ts2vec_cnn", head="identity", preset="ts2vec", optimizer="adamw", lr=1e-3,
-                              weight_decay=0.01, batch_size=8, epochs=50, warmup_epochs=0.0, knn_k=5)}
+                              weight_decay=0.01, batch_size=8, epochs=50, warmup_epochs=0.0, lr_schedule="constant",
+                              knn_k=5)}
 
     def __init__(self, backbone: nn.Module, alpha: float = 0.5, temporal_unit: int = 0) -> None:
         super().__init__()

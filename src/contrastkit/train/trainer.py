@@ -34,11 +34,11 @@ from torch.utils._pytree import tree_map
 from contrastkit._distributed import all_reduce_sum
 from contrastkit.augment import MultiView, params_to
 from contrastkit.data.device_loader import BatchLoader, epoch_generator
-from contrastkit.errors import ContrastkitError
+from contrastkit.errors import ConfigError, ContrastkitError
 from contrastkit.methods.base import Progress
 from contrastkit.train.checkpoint import load_checkpoint, save_atomic, write_atomic
 from contrastkit.train.distributed import wrap_training_step
-from contrastkit.train.schedules import cosine_with_warmup
+from contrastkit.train.schedules import LR_SCHEDULES
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -77,7 +77,9 @@ class Trainer:
         augment: a preset's :class:`MultiView` (its parameters are drawn on the CPU, its ``apply``
             compiled with the step), or any callable mapping a batch and a CPU generator to views.
         loader: shuffled ``(batch, labels)`` on the training device.
-        optimizer: its param groups' ``lr`` is the peak; the cosine schedule scales it per step.
+        optimizer: its param groups' ``lr`` is the peak; the schedule scales it per step.
+        warmup_epochs: linear warm-up to the peak, in epochs.
+        lr_schedule: after the warm-up, "cosine" (decay to 0 at the end) or "constant" (the peak).
         out_dir: run folder for metrics.jsonl, tensorboard/ and checkpoints/ (None: keep nothing).
         precision: "fp32", "bf16" or "fp16" (autocast; fp16 adds gradient scaling).
         compile: ``torch.compile`` the forward-backward step and the augmentation's ``apply``.
@@ -90,6 +92,7 @@ class Trainer:
 
     def __init__(self, method: nn.Module, augment: Callable[..., Sequence[Any]], loader: BatchLoader,
                  optimizer: torch.optim.Optimizer, *, epochs: int, warmup_epochs: float = 0.0,
+                 lr_schedule: str = "cosine",
                  out_dir: str | Path | None = None, precision: str = "fp32", channels_last: bool = False,
                  compile: bool = False, compile_mode: str = "default", log_every: int = 20, progress: bool = True,
                  checkpoint_extra: dict[str, Any] | None = None,
@@ -113,6 +116,9 @@ class Trainer:
         self.steps_per_epoch = len(loader)
         self.total_steps = epochs * self.steps_per_epoch
         self.warmup_steps = int(warmup_epochs * self.steps_per_epoch)
+        if lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}.")
+        self.lr_schedule = LR_SCHEDULES[lr_schedule]
         self.peak_lrs = [group["lr"] for group in optimizer.param_groups]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
         self.state = TrainerState()
@@ -152,7 +158,7 @@ class Trainer:
         return self._augment_apply(images, params_to(params, images.device))
 
     def _set_lr(self, step: int) -> float:
-        factor = cosine_with_warmup(step, self.total_steps, self.warmup_steps)
+        factor = self.lr_schedule(step, self.total_steps, self.warmup_steps)
         for group, peak in zip(self.optimizer.param_groups, self.peak_lrs):
             group["lr"] = peak * factor
         return self.peak_lrs[0] * factor
