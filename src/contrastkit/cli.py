@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="pretrain an encoder, then evaluate and plot it")
     train.add_argument("--config", type=Path, help="YAML file of config keys")
     train.add_argument("--method", help="self-supervised method (default simclr)")
-    train.add_argument("--dataset", help="dataset name or ImageFolder path (default mnist)")
+    train.add_argument("--dataset", help="dataset name, ImageFolder path or folder of tar shards (default mnist)")
     train.add_argument("--backbone", help="backbone name (default: the dataset's recipe)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = commands.add_parser("plot", help="plot the loss curve and a 2-D map of the test embeddings")
     plot.add_argument("run_dir", type=Path)
+
+    pack = commands.add_parser("pack-shards", help="pack an ImageFolder tree into tar shards to stream from")
+    pack.add_argument("source", type=Path, help="ImageFolder tree (<class>/*, or train/<class>/* with test/ or val/)")
+    pack.add_argument("destination", type=Path, help="folder for train-NNNNNN.tar, test-NNNNNN.tar and classes.txt")
+    pack.add_argument("--shard-size", type=int, default=1000, help="images per shard (default 1000)")
+    pack.add_argument("--seed", type=int, default=0, help="seed of the shuffle before packing (default 0)")
+    pack.add_argument("--no-shuffle", action="store_true", help="keep the tree's sorted order")
 
     commands.add_parser("list", help="list methods, datasets, backbones, heads and augmentation presets")
     return parser
@@ -169,6 +176,16 @@ def _list() -> str:
     return "\n".join(f"{name:<18} {', '.join(items)}" for name, items in rows.items())
 
 
+def _pack_shards(args: argparse.Namespace) -> int:
+    from contrastkit.data.streaming import pack_shards
+
+    written = pack_shards(args.source, args.destination, shard_size=args.shard_size, shuffle=not args.no_shuffle,
+                          seed=args.seed)
+    for split, shards in written.items():
+        print(f"{split}: {len(shards)} shard(s) in {args.destination}")
+    return 0
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -188,6 +205,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         print(_list())
         return 0
+    if args.command == "pack-shards":
+        return _pack_shards(args)
     from contrastkit import run_folder, runs
 
     if args.command == "train":

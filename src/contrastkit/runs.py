@@ -34,6 +34,7 @@ from contrastkit.augment.series import series_preset
 from contrastkit.data import (CaptionedLoader, DatasetSplits, DeviceLoader, ImageTextSplits, TextLoader, TextSplits,
                               create_loader, load_dataset, load_image_text_dataset, load_text_dataset)
 from contrastkit.data.series import SeriesSplits, load_series
+from contrastkit.data.streaming import StreamedImages, StreamLoader
 from contrastkit.data.text import TEXT_DATASETS
 from contrastkit.errors import ContrastkitError, DatasetError
 from contrastkit.evaluate import (classification_metrics, extract_features, extract_text_features, knn_predict,
@@ -114,7 +115,11 @@ class Run:
 
     def _build_image(self, config: Config, method_class: type[Method], splits: DatasetSplits | None) -> None:
         self._check_image_backbone(config)
-        self.splits = splits or load_dataset(config.dataset, root=config.data_root, image_size=config.image_size)
+        self.splits = splits or load_dataset(config.dataset, root=config.data_root, image_size=config.image_size,
+                                             placement=config.data_placement)
+        for split in (self.splits.train, self.splits.test):
+            if isinstance(split.images, StreamedImages):
+                split.images.decode_device = self.device  # evaluation decodes its batches there too
         if method_class.requires_labels and len(self.splits.classes) < 2:
             raise ContrastkitError(f"{config.method} is supervised and needs class labels, but {config.dataset} has "
                                    f"{len(self.splits.classes)} class; give an ImageFolder tree with one folder per "
@@ -304,6 +309,10 @@ def _train_prepared(config: Config, out_dir: Path, resume: bool,
     summary = {"train_seconds": round(state.train_seconds, 2), "epochs": state.epoch, "steps": state.step,
                "device": str(run.device), "dataset": config.dataset, "method": config.method,
                "world_size": group.world_size}
+    if isinstance(loader, StreamLoader):
+        summary["skipped_images"] = loader.skipped
+        if loader.skipped:
+            print(f"note: {loader.skipped} unreadable image(s) were skipped while streaming", flush=True)
     _write_json_atomic(summary, out_dir / "summary.json")
     if config.evaluate:
         evaluate(run, out_dir)
@@ -367,7 +376,8 @@ def evaluate(run: Run, out_dir: Path, protocols: Sequence[str] = PROTOCOLS) -> d
         return json.loads((out_dir / "summary.json").read_text()) if (out_dir / "summary.json").exists() else {}
     results.update(image_text)
     results["eval_seconds"] = round(time.perf_counter() - start, 2)
-    lines = [format_results(results, protocols, run.config.raw_baseline)] if f"{protocols[0]}_top1" in results else []
+    raw = f"raw_{protocols[0]}_top1" in results
+    lines = [format_results(results, protocols, raw)] if f"{protocols[0]}_top1" in results else []
     lines += [f"{key:<28}{value:>9.4f}" for key, value in image_text.items()]
     print("\n".join(lines), flush=True)
     return _add_to_summary(results, out_dir)
@@ -387,7 +397,10 @@ def _probe_results(run: Run, protocols: Sequence[str]) -> dict[str, Any]:
     train_features, train_labels = run.features("train")
     test_features, test_labels = run.features("test")
     inputs = {"": (train_features, test_features)}
-    if config.raw_baseline:
+    if config.raw_baseline and isinstance(run.splits.train.images, StreamedImages):
+        print("note: no raw-pixel baseline for streamed images (it would decode the whole dataset into memory).",
+              flush=True)
+    elif config.raw_baseline:
         flat = [getattr(run.splits, split).images.flatten(1).float() / 255 for split in ("train", "test")]
         inputs["raw_"] = tuple(flat)
     results: dict[str, Any] = {}

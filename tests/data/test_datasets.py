@@ -156,7 +156,7 @@ def test_create_loader_places_the_dataset_and_refuses_unknown_placements():
     images, labels = torch.zeros(8, 1, 2, 2, dtype=torch.uint8), torch.arange(8)
     assert isinstance(create_loader(images, labels, 4, device=torch.device("cpu")), DeviceLoader)
     assert isinstance(create_loader(images, labels, 4, device=torch.device("cpu"), placement="host"), HostLoader)
-    with pytest.raises(ConfigError, match="data_placement must be auto, device or host"):
+    with pytest.raises(ConfigError, match="data_placement must be one of auto, device, host, stream"):
         create_loader(images, labels, 4, device=torch.device("cpu"), placement="gpu")
 
 

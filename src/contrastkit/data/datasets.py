@@ -6,6 +6,7 @@ move to the device whole (CIFAR-10 is 150 MB) and to be augmented there in batch
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import importlib.resources
 import os
@@ -14,18 +15,20 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from contrastkit.errors import DatasetError
+from contrastkit.errors import ConfigError, DatasetError
 from contrastkit.registry import Registry
 
 if TYPE_CHECKING:
     from PIL import Image
 
+# Where an image dataset lives while it trains (the config's data_placement).
+PLACEMENTS = ("auto", "device", "host", "stream")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 # Pillow modes holding greyscale samples wider than 8 bits, which Image.convert clips to 255 instead of
@@ -77,24 +80,50 @@ def default_data_root() -> Path:
 
 
 def load_dataset(name_or_path: str, *, root: str | os.PathLike | None = None,
-                 image_size: int | None = None, download: bool = True) -> DatasetSplits:
-    """Load a registered dataset by name, or an ImageFolder tree by path.
+                 image_size: int | None = None, download: bool = True, placement: str = "auto") -> DatasetSplits:
+    """Load a registered dataset by name, an ImageFolder tree or a folder of tar shards by path.
+
+    ``placement`` (the config's ``data_placement``) says whether a tree is decoded into memory
+    ("device", "host") or streamed from its files ("stream"; "auto" streams a tree too large for
+    half the host's available memory). Shards are streamed unless "device" or "host" asks for
+    them decoded whole; registered datasets are always decoded whole.
 
     Example:
         >>> splits = load_dataset("digits")
         >>> splits.train.images.dtype, splits.channels, splits.image_size
         (torch.uint8, 1, 8)
     """
+    if placement not in PLACEMENTS:
+        raise ConfigError(f"data_placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}.")
     looks_like_path = os.sep in name_or_path or name_or_path.startswith(".") or Path(name_or_path).exists()
     if name_or_path not in DATASETS and looks_like_path:
         if name_or_path.endswith(".npz"):
-            return load_jpeg_archive(name_or_path)
-        return load_image_folder(name_or_path, image_size=image_size)
-    return DATASETS.get(name_or_path)(root=root, image_size=image_size, download=download)
+            splits = load_jpeg_archive(name_or_path)
+        elif Path(name_or_path).is_dir() and any(Path(name_or_path).glob("*.tar")):
+            from contrastkit.data.streaming import load_shards
+
+            splits = load_shards(name_or_path, image_size=image_size)
+            return decoded_whole(splits) if placement in ("device", "host") else splits
+        else:
+            return load_image_folder(name_or_path, image_size=image_size,
+                                     stream={"auto": None, "stream": True}.get(placement, False))
+    else:
+        splits = DATASETS.get(name_or_path)(root=root, image_size=image_size, download=download)
+    if placement == "stream":
+        raise ConfigError(f"data_placement=stream streams an ImageFolder tree or a folder of tar shards from its "
+                          f"files; {name_or_path} is decoded whole. Give the path of its image tree, or use "
+                          "data_placement=auto.")
+    return splits
+
+
+def decoded_whole(splits: DatasetSplits) -> DatasetSplits:
+    """Streamed splits decoded into uint8 tensors (for a shard set that fits in memory)."""
+    return dataclasses.replace(splits, train=ImageDataset(splits.train.images[:], splits.train.labels),
+                               test=ImageDataset(splits.test.images[:], splits.test.labels))
 
 
 def list_datasets() -> list[str]:
-    return DATASETS.names() + ["<path to an ImageFolder tree>"]
+    return DATASETS.names() + ["<path to an ImageFolder tree>", "<path to a folder of tar shards>"]
 
 
 def _to_uint8_tensor(array: np.ndarray) -> Tensor:
@@ -275,26 +304,27 @@ def _to_8bit(image: Image.Image, path: str) -> Image.Image:
                        "scale chosen for all of them.")
 
 
-def _decode(path: str, image_size: int | None) -> np.ndarray | Exception:
-    """Decode one image to (H, W, 3) uint8, centre-cropped and resized when image_size is set.
+def decode_image(source: str | BinaryIO, image_size: int | None, name: str | None = None) -> np.ndarray | Exception:
+    """Decode one image (a path or an open binary file) to (H, W, 3) uint8, centre-cropped and
+    resized when image_size is set; unreadable data is returned as the exception.
 
     Images with samples wider than 8 bits are scaled to 8 bits first as :func:`_to_8bit` documents,
     or refused with DatasetError, which is raised rather than returned: such a file is readable, and
-    skipping it as unreadable would hide the problem.
+    skipping it as unreadable would hide the problem. ``name`` stands for the source in that message.
     """
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             if image.mode in _WIDE_MODES:
-                image = _to_8bit(image, path)
+                image = _to_8bit(image, name or str(source))
             image = image.convert("RGB")
             if image_size is not None and image.size != (image_size, image_size):
                 side = min(image.size)
                 left, top = (image.width - side) // 2, (image.height - side) // 2
                 image = image.crop((left, top, left + side, top + side)).resize(
                     (image_size, image_size), Image.Resampling.BICUBIC)
-            return np.asarray(image, dtype=np.uint8)
+            return np.array(image, dtype=np.uint8)  # writable, so torch can share it
     except DatasetError:
         raise
     except Exception as error:  # PIL raises several types (OSError, SyntaxError, ValueError...) for bad files
@@ -306,7 +336,7 @@ def decode_images(paths: Sequence[str], image_size: int | None, where: str | os.
     that were read. Unreadable files are skipped with one warning; ``where`` names their folder or
     list in messages."""
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        decoded = list(pool.map(lambda path: _decode(path, image_size), paths))
+        decoded = list(pool.map(lambda path: decode_image(path, image_size), paths))
     kept = [index for index, result in enumerate(decoded) if not isinstance(result, Exception)]
     failures = [(path, result) for path, result in zip(paths, decoded) if isinstance(result, Exception)]
     if failures:
@@ -323,26 +353,18 @@ def decode_images(paths: Sequence[str], image_size: int | None, where: str | os.
     return images, kept
 
 
-def _read_folder(folder: Path, classes: list[str], image_size: int | None) -> tuple[ImageDataset, int]:
-    files = [(str(path), index) for index, name in enumerate(classes)
-             for path in sorted((folder / name).rglob("*")) if path.suffix.lower() in IMAGE_EXTENSIONS]
-    if not files:
-        raise DatasetError(f"no images found in {folder}; an ImageFolder tree holds "
-                           f"{folder}/<class name>/<image>.jpg (extensions: {', '.join(IMAGE_EXTENSIONS)}).")
-    images, kept = decode_images([path for path, _ in files], image_size, folder)
-    labels = torch.tensor([files[index][1] for index in kept], dtype=torch.int64)
-    return ImageDataset(images, labels), len(files) - len(kept)
+@dataclass
+class FolderLayout:
+    """An ImageFolder tree's class names and split folders ("train", and "test" when it has one)."""
+
+    root: Path
+    classes: list[str]
+    splits: dict[str, Path]
 
 
-def load_image_folder(path: str | os.PathLike, *, image_size: int | None = None,
-                      test_fraction: float = 0.1) -> DatasetSplits:
-    """An ImageFolder tree: ``path/<class>/*`` split into train and test with a fixed seed, or
-    ``path/train/<class>/*`` with ``path/test`` (or ``path/val``) as the test split.
-
-    Unreadable images are skipped with one warning and counted in ``DatasetSplits.skipped``. Images with
-    16-bit samples are scaled to 8 bits by their high byte and float images in [0, 1] by x * 255,
-    rounded; other ranges are refused with DatasetError (see :func:`_to_8bit`).
-    """
+def image_folder_layout(path: str | os.PathLike) -> FolderLayout:
+    """Read the layout of an ImageFolder tree: ``path/<class>/*``, or ``path/train/<class>/*`` with
+    ``path/test`` (or ``path/val``) as the test split."""
     root = Path(path)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist; pass a registered dataset name "
@@ -353,16 +375,116 @@ def load_image_folder(path: str | os.PathLike, *, image_size: int | None = None,
     if not classes:
         raise DatasetError(f"{train_dir} has no class folders; an ImageFolder tree holds "
                            f"{train_dir}/<class name>/<image>.jpg.")
-    train, skipped = _read_folder(train_dir, classes, image_size)
-    if train_dir is root:
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
-        cut = max(1, int(len(train) * test_fraction))
-        test = ImageDataset(train.images[order[:cut]], train.labels[order[:cut]])
-        train = ImageDataset(train.images[order[cut:]], train.labels[order[cut:]])
+    splits = {"train": train_dir} if train_dir is root else {"train": train_dir, "test": test_dir}
+    return FolderLayout(root, classes, splits)
+
+
+def image_folder_files(folder: Path, classes: list[str]) -> list[tuple[str, int]]:
+    """(path, label) of every image file under ``folder/<class>/``, in a fixed (sorted) order."""
+    files = [(str(path), index) for index, name in enumerate(classes)
+             for path in sorted((folder / name).rglob("*")) if path.suffix.lower() in IMAGE_EXTENSIONS]
+    if not files:
+        raise DatasetError(f"no images found in {folder}; an ImageFolder tree holds "
+                           f"{folder}/<class name>/<image>.jpg (extensions: {', '.join(IMAGE_EXTENSIONS)}).")
+    return files
+
+
+def _read_files(files: list[tuple[str, int]], image_size: int | None, where: Path) -> tuple[ImageDataset, int]:
+    images, kept = decode_images([path for path, _ in files], image_size, where)
+    labels = torch.tensor([files[index][1] for index in kept], dtype=torch.int64)
+    return ImageDataset(images, labels), len(files) - len(kept)
+
+
+def fixed_split(count: int, test_fraction: float) -> tuple[Tensor, Tensor]:
+    """The fixed split of a tree without a test folder: (test, train) positions."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(0))
+    cut = max(1, int(count * test_fraction))
+    return order[:cut], order[cut:]
+
+
+# A tree may take this share of the host's available memory decoded and still be loaded whole;
+# beyond it, data_placement=auto streams it from its files.
+HOST_SHARE = 0.5
+
+
+def available_host_memory() -> int:
+    """Bytes of host memory available to a new allocation (Linux: MemAvailable), else the physical
+    memory free now."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def load_image_folder(path: str | os.PathLike, *, image_size: int | None = None,
+                      test_fraction: float = 0.1, stream: bool | None = False) -> DatasetSplits:
+    """An ImageFolder tree: ``path/<class>/*`` split into train and test with a fixed seed, or
+    ``path/train/<class>/*`` with ``path/test`` (or ``path/val``) as the test split.
+
+    Decoded whole into uint8 tensors, or with ``stream=True`` kept in its files and decoded a batch
+    at a time (:mod:`contrastkit.data.streaming`); ``stream=None`` streams when the decoded tree
+    would take more than half the host's available memory.
+
+    Unreadable images are skipped with one warning and counted in ``DatasetSplits.skipped`` (when
+    streamed: as batches meet them). Images with 16-bit samples are scaled to 8 bits by their high
+    byte and float images in [0, 1] by x * 255, rounded; other ranges are refused with DatasetError
+    (see :func:`_to_8bit`).
+    """
+    layout = image_folder_layout(path)
+    files = {split: image_folder_files(folder, layout.classes) for split, folder in layout.splits.items()}
+    if stream is None:
+        stream = _too_large_for_memory(files, image_size)
+    if stream:
+        return _stream_folder(layout, files, image_size, test_fraction)
+    train, skipped = _read_files(files["train"], image_size, layout.splits["train"])
+    if "test" not in layout.splits:
+        test_rows, train_rows = fixed_split(len(train), test_fraction)
+        test = ImageDataset(train.images[test_rows], train.labels[test_rows])
+        train = ImageDataset(train.images[train_rows], train.labels[train_rows])
     else:
-        test, test_skipped = _read_folder(test_dir, classes, image_size or train.images.shape[-1])
+        test, test_skipped = _read_files(files["test"], image_size or train.images.shape[-1], layout.splits["test"])
         skipped += test_skipped
     mean, std = _channel_stats(train.images)
     size = train.images.shape[-1]
-    return DatasetSplits(root.name, train, test, classes, mean, std,
+    return DatasetSplits(layout.root.name, train, test, layout.classes, mean, std,
                          "simclr_cifar" if size <= 64 else "simclr_imagenet", skipped)
+
+
+def _too_large_for_memory(files: dict[str, list[tuple[str, int]]], image_size: int | None) -> bool:
+    """Whether the decoded tree would exceed HOST_SHARE of the available host memory (the first
+    image's size stands for all when image_size is unset)."""
+    from contrastkit.data.streaming import FileSource, probe_size
+
+    width, height = (image_size, image_size) if image_size else probe_size(FileSource([files["train"][0][0]]))
+    decoded = sum(len(split) for split in files.values()) * 3 * width * height
+    return decoded > HOST_SHARE * available_host_memory()
+
+
+def _stream_folder(layout: FolderLayout, files: dict[str, list[tuple[str, int]]], image_size: int | None,
+                   test_fraction: float) -> DatasetSplits:
+    from contrastkit.data.streaming import FileSource, StreamedImages, stream_size
+
+    if "test" not in files:
+        # The same fixed cut as the decoded tree's (equal when every file is readable).
+        test_rows, train_rows = fixed_split(len(files["train"]), test_fraction)
+        files = {"train": [files["train"][row] for row in train_rows],
+                 "test": [files["train"][row] for row in test_rows]}
+    size = stream_size(FileSource([path for path, _ in files["train"]]), image_size, str(layout.root))
+    datasets = {split: ImageDataset(StreamedImages(FileSource([path for path, _ in samples]), size,
+                                                   where=f"{layout.root} ({split})"),
+                                    torch.tensor([label for _, label in samples], dtype=torch.int64))
+                for split, samples in files.items()}
+    return streamed_splits(layout.root.name, datasets["train"], datasets["test"], layout.classes)
+
+
+def streamed_splits(name: str, train: ImageDataset, test: ImageDataset, classes: list[str]) -> DatasetSplits:
+    """DatasetSplits of streamed images, with the channel statistics of up to 1,000 training
+    images spread evenly over the split."""
+    sample = torch.linspace(0, len(train) - 1, min(len(train), 1000)).long()
+    mean, std = _channel_stats(train.images[sample])
+    preset = "simclr_cifar" if train.images.shape[-1] <= 64 else "simclr_imagenet"
+    return DatasetSplits(name, train, test, classes, mean, std, preset)

@@ -15,7 +15,9 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from contrastkit.data.datasets import PLACEMENTS
 from contrastkit.data.device_loader import BatchLoader, DeviceLoader
+from contrastkit.data.streaming import StreamedImages, StreamLoader
 from contrastkit.errors import ConfigError
 
 
@@ -85,15 +87,24 @@ class HostLoader(BatchLoader):
 DEVICE_SHARE = 0.5
 
 
-def create_loader(images: Tensor, labels: Tensor, batch_size: int, *, device: torch.device, seed: int = 0,
-                  placement: str = "auto", rank: int | None = None, world_size: int | None = None) -> BatchLoader:
-    """A :class:`DeviceLoader` when the uint8 dataset fits on ``device`` (``placement="auto"``: at
-    most half its free memory; always on a CPU), else a :class:`HostLoader`."""
-    if placement not in ("auto", "device", "host"):
-        raise ConfigError(f"data_placement must be auto, device or host, got {placement!r}.")
+def create_loader(images: Tensor | StreamedImages, labels: Tensor, batch_size: int, *, device: torch.device,
+                  seed: int = 0, placement: str = "auto", rank: int | None = None,
+                  world_size: int | None = None) -> BatchLoader:
+    """The loader for where the dataset lives: a :class:`StreamLoader` for streamed images, else a
+    :class:`DeviceLoader` when the uint8 dataset fits on ``device`` (``placement="auto"``: at most
+    half its free memory; always on a CPU), else a :class:`HostLoader`."""
+    if placement not in PLACEMENTS:
+        raise ConfigError(f"data_placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}.")
+    if isinstance(images, StreamedImages):
+        if placement in ("device", "host"):
+            raise ConfigError(f"data_placement={placement} holds decoded images, but these are streamed from their "
+                              "files; load them with the same placement (load_dataset(..., placement=...)).")
+        return StreamLoader(images, labels, batch_size, device=device, seed=seed, rank=rank, world_size=world_size)
+    if placement == "stream":
+        raise ConfigError("data_placement=stream needs images streamed from their files (load_dataset(path, "
+                          "placement='stream')); these are decoded in memory.")
     if placement == "auto":
         fits = device.type != "cuda" or images.nbytes <= DEVICE_SHARE * torch.cuda.mem_get_info(device)[0]
         placement = "device" if fits else "host"
     loader = DeviceLoader if placement == "device" else HostLoader
     return loader(images, labels, batch_size, device=device, seed=seed, rank=rank, world_size=world_size)
-

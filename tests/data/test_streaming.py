@@ -1,0 +1,280 @@
+"""Streaming image datasets from files: the same images and batches as the decoded path, bounded memory."""
+
+import gc
+import hashlib
+import json
+import tarfile
+import tracemalloc
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from contrastkit import cli, runs
+from contrastkit.config import Config, resolve
+from contrastkit.data import DeviceLoader, create_loader, load_dataset
+from contrastkit.data import datasets as datasets_module
+from contrastkit.data.streaming import StreamedImages, StreamLoader, _fit_on_device, load_shards, pack_shards
+from contrastkit.errors import ConfigError, DatasetError
+from contrastkit.train import load_checkpoint
+
+CLASSES = ("ant", "bee", "cow")
+
+
+def photo_like(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Smooth colour gradients with noise: JPEG-compressible like a photograph, unlike pure noise."""
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * rng.uniform(0.5, 4), y * rng.uniform(0.5, 4), (x + y) * rng.uniform(0.5, 2)], axis=-1)
+    return np.clip(base + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+def write_tree(root: Path, per_class: dict[str, int], *, seed: int = 0, side: int = 24) -> Path:
+    """root/<split>/<class>/NNN.jpg of mixed shapes (and one PNG per split), JPEG quality 90."""
+    rng = np.random.default_rng(seed)
+    for split, count in per_class.items():
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                height, width = (side, side + 6) if index % 3 else (side + 4, side)
+                image = Image.fromarray(photo_like(rng, height, width))
+                if index == 1 and label == 0:
+                    image.save(folder / f"{index:03d}.png")
+                else:
+                    image.save(folder / f"{index:03d}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    # A few hundred files: 3 classes x (80 train + 20 test).
+    return write_tree(tmp_path_factory.mktemp("tree"), {"train": 80, "test": 20})
+
+
+def test_a_streamed_tree_holds_exactly_the_decoded_images(tree):
+    decoded = load_dataset(str(tree), image_size=20, placement="host")
+    streamed = load_dataset(str(tree), image_size=20, placement="stream")
+    assert isinstance(streamed.train.images, StreamedImages)
+    assert streamed.train.images.shape == decoded.train.images.shape == (240, 3, 20, 20)
+    assert streamed.classes == decoded.classes == list(CLASSES)
+    for split in ("train", "test"):
+        assert torch.equal(getattr(streamed, split).images[:], getattr(decoded, split).images)
+        assert torch.equal(getattr(streamed, split).labels, getattr(decoded, split).labels)
+    picked = torch.tensor([7, 3, 200, 3])
+    assert torch.equal(streamed.train.images[picked], decoded.train.images[picked])
+
+
+def test_a_tree_without_a_test_folder_is_cut_as_the_decoded_path_cuts_it(tree):
+    decoded = load_dataset(str(tree / "train"), image_size=16)
+    streamed = load_dataset(str(tree / "train"), image_size=16, placement="stream")
+    assert torch.equal(streamed.test.images[:], decoded.test.images)
+    assert torch.equal(streamed.train.labels, decoded.train.labels)
+
+
+def batches(loader, epochs=(0, 1)):
+    return [(images.clone(), labels.clone()) for epoch in epochs for images, labels in loader.epoch(epoch)]
+
+
+@pytest.mark.parametrize("rank", [None, 1])
+def test_streamed_batches_are_the_resident_batches_for_the_same_seed(tree, rank):
+    decoded = load_dataset(str(tree), image_size=20, placement="host")
+    streamed = load_dataset(str(tree), image_size=20, placement="stream")
+    share = {} if rank is None else {"rank": rank, "world_size": 2}
+    resident = DeviceLoader(decoded.train.images, decoded.train.labels, 32, seed=5, **share)
+    loader = StreamLoader(streamed.train.images, streamed.train.labels, 32, seed=5, prefetch=2, **share)
+    expected, got = batches(resident), batches(loader)
+    assert len(got) == len(expected) == 2 * (240 // 32)
+    for (images, labels), (want_images, want_labels) in zip(got, expected):
+        assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
+
+
+def test_the_streamed_order_is_reproducible_from_the_seed(tree):
+    streamed = load_dataset(str(tree), image_size=12, placement="stream")
+    first, again, other = (batches(StreamLoader(streamed.train.images, streamed.train.labels, 40, seed=seed))
+                           for seed in (3, 3, 4))
+    assert all(torch.equal(a[1], b[1]) and torch.equal(a[0], b[0]) for a, b in zip(first, again))
+    assert not all(torch.equal(a[1], b[1]) for a, b in zip(first, other))
+    epochs = [torch.cat([labels for _, labels in first[k * 6:(k + 1) * 6]]) for k in range(2)]
+    assert not torch.equal(epochs[0], epochs[1])  # each epoch its own order
+
+
+def digest(images: torch.Tensor) -> list[str]:
+    return [hashlib.sha1(image.numpy().tobytes()).hexdigest() for image in images]
+
+
+def test_shards_hold_exactly_the_images_of_the_tree(tree, tmp_path):
+    written = pack_shards(tree, tmp_path / "plain", shard_size=64, shuffle=False)
+    assert [path.name for path in written["train"]] == [f"train-00000{k}.tar" for k in range(4)]
+    decoded = load_dataset(str(tree), image_size=20, placement="host")
+    streamed = load_dataset(str(tmp_path / "plain"), image_size=20)
+    assert isinstance(streamed.train.images, StreamedImages) and streamed.classes == list(CLASSES)
+    for split in ("train", "test"):
+        assert torch.equal(getattr(streamed, split).images[:], getattr(decoded, split).images)
+        assert torch.equal(getattr(streamed, split).labels, getattr(decoded, split).labels)
+    # Shuffled before packing: the same images and labels, in another order.
+    pack_shards(tree, tmp_path / "mixed", shard_size=50, seed=1)
+    mixed = load_shards(tmp_path / "mixed", image_size=20)
+    pairs = sorted(zip(digest(mixed.train.images[:]), mixed.train.labels.tolist()))
+    assert pairs == sorted(zip(digest(decoded.train.images), decoded.train.labels.tolist()))
+    assert mixed.train.labels.tolist() != decoded.train.labels.tolist()
+    # Asked for in memory, shards are decoded whole.
+    resident = load_dataset(str(tmp_path / "plain"), image_size=20, placement="host")
+    assert isinstance(resident.train.images, torch.Tensor)
+    assert torch.equal(resident.train.images, decoded.train.images)
+
+
+def test_a_corrupt_image_in_a_shard_is_skipped_and_counted(tree, tmp_path):
+    pack_shards(tree, tmp_path, shard_size=100, shuffle=False)
+    shard = tmp_path / "train-000000.tar"
+    with tarfile.open(shard) as archive:
+        member = next(member for member in archive if member.name == "00000005.jpg")
+    with open(shard, "r+b") as file:  # damage the member's bytes in place
+        file.seek(member.offset_data)
+        file.write(b"\0" * member.size)
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image.*train-000000.tar \(member at byte"):
+        streamed = load_shards(tmp_path, image_size=16)  # the channel statistics read every image here
+        loader = StreamLoader(streamed.train.images, streamed.train.labels, 48, seed=0)
+        seen = batches(loader)
+    assert loader.skipped == 1 and streamed.train.images.skipped == {5}
+    assert all(images.shape == (48, 3, 16, 16) for images, _ in seen)  # every batch keeps its size
+    decoded = load_dataset(str(tree), image_size=16, placement="host")
+    order = torch.cat([index for epoch in (0, 1) for index in loader.batch_indices(epoch)])
+    for (images, _), index in zip(seen, order.split(48)):
+        intact = index != 5
+        assert torch.equal(images[intact], decoded.train.images[index[intact]])
+
+
+def test_host_memory_stays_bounded_whatever_the_number_of_files(tmp_path):
+    def peak_while_streaming(count: int) -> int:
+        root = write_tree(tmp_path / str(count), {"train": count // 3, "test": 1}, side=8)
+        streamed = load_dataset(str(root), image_size=8, placement="stream")
+        loader = StreamLoader(streamed.train.images, streamed.train.labels, 16, prefetch=2)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            for _ in loader.epoch(0):
+                pass
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            streamed.train.images.close()
+
+    small, large = peak_while_streaming(150), peak_while_streaming(1500)
+    # The large set's files hold ~1 MB and decode to 0.3 MB: a peak that grew with the files would show.
+    assert large < 400_000, large
+    assert large < 2 * small + 100_000, (small, large)
+
+
+def test_placement_auto_streams_a_tree_too_large_for_host_memory(tree, monkeypatch):
+    assert isinstance(load_dataset(str(tree), image_size=16).train.images, torch.Tensor)
+    monkeypatch.setattr(datasets_module, "available_host_memory", lambda: 100_000)
+    splits = load_dataset(str(tree), image_size=16)
+    assert isinstance(splits.train.images, StreamedImages)
+    loader = create_loader(splits.train.images, splits.train.labels, 32, device=torch.device("cpu"))
+    assert isinstance(loader, StreamLoader)
+
+
+def test_streaming_misuse_says_what_to_do(tree, tmp_path):
+    with pytest.raises(ConfigError, match="data_placement=stream streams an ImageFolder tree"):
+        load_dataset("digits", placement="stream")
+    with pytest.raises(ConfigError, match="data_placement must be one of"):
+        load_dataset(str(tree), placement="disk")
+    with pytest.raises(ConfigError, match="data_placement=stream streams image datasets .* image_text data for clip"):
+        resolve(Config(dataset=str(tree), method="clip", data_placement="stream"))
+    with pytest.raises(DatasetError, match="not square .* set image_size=N"):
+        load_dataset(str(tree), placement="stream")
+    with pytest.raises(DatasetError, match="holds no .tar shards"):
+        load_shards(tmp_path)
+    decoded = load_dataset(str(tree), image_size=8, placement="host")
+    with pytest.raises(ConfigError, match="data_placement=stream needs images streamed"):
+        create_loader(decoded.train.images, decoded.train.labels, 8, device=torch.device("cpu"), placement="stream")
+    (tmp_path / "train-000000.tar").write_bytes(b"junk" * 300)
+    with pytest.raises(DatasetError, match="not a readable uncompressed tar shard"):
+        load_shards(tmp_path)
+
+
+def test_pack_shards_command(tree, tmp_path, capsys):
+    assert cli.run(["pack-shards", str(tree), str(tmp_path / "shards"), "--shard-size", "100"]) == 0
+    assert "train: 3 shard(s)" in capsys.readouterr().out
+    assert (tmp_path / "shards" / "classes.txt").read_text().split() == list(CLASSES)
+    with pytest.raises(ConfigError, match="already holds shards"):
+        cli.run(["pack-shards", str(tree), str(tmp_path / "shards")])
+
+
+def test_a_streamed_run_trains_evaluates_and_resumes_like_an_uninterrupted_one(tree, tmp_path):
+    def config(name, placement="stream", evaluate=False):
+        return Config(dataset=str(tree), image_size=16, backbone="small_cnn", data_placement=placement, epochs=2,
+                      batch_size=48, log_every=1, progress=False, plot=False, evaluate=evaluate,
+                      out=str(tmp_path / name))
+
+    def weights(run_dir):
+        return load_checkpoint(run_dir / "checkpoints" / "last.pt")["method"]
+
+    def interrupt_after_first_epoch(state):
+        if state.epoch == 1:
+            raise KeyboardInterrupt
+
+    full = runs.train(config("full", evaluate=True))
+    with pytest.raises(KeyboardInterrupt):
+        runs.train(config("resumed"), callbacks=[interrupt_after_first_epoch])
+    resumed = runs.train(Config(out=str(tmp_path / "resumed"), progress=False, evaluate=False, plot=False),
+                         resume=True)
+    resident = runs.train(config("resident", placement="host"))
+    for other in (resumed, resident):  # the same batches, so the same weights, bit for bit
+        assert all(torch.equal(weights(full)[key], weights(other)[key]) for key in weights(full))
+    summary = json.loads((full / "summary.json").read_text())
+    assert summary["skipped_images"] == 0 and 0 <= summary["knn_top1"] <= 1 and "raw_knn_top1" not in summary
+
+
+def test_the_device_resize_follows_the_cpu_decoder():
+    rng = np.random.default_rng(0)
+    array = photo_like(rng, 30, 44)
+    side = 30
+    left = (44 - side) // 2
+    expected = np.asarray(Image.fromarray(array).crop((left, 0, left + side, side)).resize((20, 20),
+                                                                                            Image.Resampling.BICUBIC))
+    fitted = _fit_on_device(torch.from_numpy(array).permute(2, 0, 1), 20).permute(1, 2, 0).numpy()
+    difference = np.abs(fitted.astype(int) - expected.astype(int))
+    assert difference.mean() < 1.0 and difference.max() <= 8  # two bicubic filters, not one
+    same = torch.from_numpy(array[:20, :20]).permute(2, 0, 1)
+    assert _fit_on_device(same, 20) is same
+
+
+def test_the_batched_device_decode_leaves_what_it_cannot_read_to_the_cpu(tree):
+    # The code path CUDA runs, with torchvision's CPU decoder standing in for nvJPEG.
+    streamed = load_dataset(str(tree), image_size=20, placement="stream")
+    images = streamed.train.images
+    encoded = images.read(list(range(6)))
+    encoded[2] = b"\xff\xd8\xff" + b"\0" * 100  # a JPEG header, then nothing decodable
+    slots = [None] * 6
+    images._decode_jpegs_on_device(encoded, slots, torch.device("cpu"))
+    assert slots[2] is None and slots[1] is None  # the damaged file, and the PNG (index 1 of the first class)
+    cpu = images.decode([0, 3, 4, 5])
+    for position, expected in zip((0, 3, 4, 5), cpu):
+        difference = (slots[position].float() - expected.float()).abs()
+        assert slots[position].shape == (3, 20, 20) and difference.mean() < 2.0
+    assert images.device_decoding
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="nvJPEG decoding needs a CUDA device")
+def test_gpu_decoding_is_close_to_the_cpu_decoder(tree):
+    streamed = load_dataset(str(tree), image_size=20, placement="stream")
+    indices = list(range(64))
+    on_gpu = streamed.train.images.decode(indices, "cuda").cpu()
+    on_cpu = streamed.train.images.decode(indices, "cpu")
+    assert on_gpu.shape == on_cpu.shape
+    assert (on_gpu.float() - on_cpu.float()).abs().mean() < 2.0
+
+
+def test_warnings_are_not_repeated_for_a_file_already_counted(tmp_path):
+    root = write_tree(tmp_path / "broken", {"train": 4, "test": 1}, side=8)
+    (root / "train" / "ant" / "000.jpg").write_bytes(b"not a jpeg")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        streamed = load_dataset(str(root), image_size=8, placement="stream")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        streamed.train.images[:]
+    assert streamed.train.images.skipped == {0}
