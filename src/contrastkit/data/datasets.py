@@ -96,19 +96,18 @@ def load_dataset(name_or_path: str, *, root: str | os.PathLike | None = None,
     if placement not in PLACEMENTS:
         raise ConfigError(f"data_placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}.")
     looks_like_path = os.sep in name_or_path or name_or_path.startswith(".") or Path(name_or_path).exists()
-    if name_or_path not in DATASETS and looks_like_path:
-        if name_or_path.endswith(".npz"):
-            splits = load_jpeg_archive(name_or_path)
-        elif Path(name_or_path).is_dir() and any(Path(name_or_path).glob("*.tar")):
-            from contrastkit.data.streaming import load_shards
-
-            splits = load_shards(name_or_path, image_size=image_size)
-            return decoded_whole(splits) if placement in ("device", "host") else splits
-        else:
-            return load_image_folder(name_or_path, image_size=image_size,
-                                     stream={"auto": None, "stream": True}.get(placement, False))
-    else:
+    if name_or_path in DATASETS or not looks_like_path:
         splits = DATASETS.get(name_or_path)(root=root, image_size=image_size, download=download)
+    elif name_or_path.endswith(".npz"):
+        splits = load_jpeg_archive(name_or_path)
+    elif Path(name_or_path).is_dir() and any(Path(name_or_path).glob("*.tar")):
+        from contrastkit.data.streaming import load_shards
+
+        splits = load_shards(name_or_path, image_size=image_size)
+        return decoded_whole(splits) if placement in ("device", "host") else splits
+    else:
+        return load_image_folder(name_or_path, image_size=image_size,
+                                 stream={"auto": None, "stream": True}.get(placement, False))
     if placement == "stream":
         raise ConfigError(f"data_placement=stream streams an ImageFolder tree or a folder of tar shards from its "
                           f"files; {name_or_path} is decoded whole. Give the path of its image tree, or use "
