@@ -3,6 +3,7 @@
 import gc
 import hashlib
 import json
+import sys
 import tarfile
 import tracemalloc
 import warnings
@@ -20,6 +21,9 @@ from contrastkit.data import datasets as datasets_module
 from contrastkit.data.streaming import StreamedImages, StreamLoader, _fit_on_device, load_shards, pack_shards
 from contrastkit.errors import ConfigError, DatasetError
 from contrastkit.train import load_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "losses"))
+from loss_helpers import run_in_process_group  # noqa: E402
 
 CLASSES = ("ant", "bee", "cow")
 
@@ -227,6 +231,28 @@ def test_a_streamed_run_trains_evaluates_and_resumes_like_an_uninterrupted_one(t
         assert all(torch.equal(weights(full)[key], weights(other)[key]) for key in weights(full))
     summary = json.loads((full / "summary.json").read_text())
     assert summary["skipped_images"] == 0 and 0 <= summary["knn_top1"] <= 1 and "raw_knn_top1" not in summary
+
+
+def _train_on_tree(rank, world, tree, out, placement):
+    # Two steps of 120 in float32 on one thread, contiguous layout: see the distributed tests for
+    # why longer float32 runs on one and two processes drift apart by rounding.
+    runs.train(Config(dataset=str(tree), image_size=16, backbone="small_cnn", data_placement=placement, epochs=1,
+                      batch_size=120, device="cpu", channels_last=False, progress=False, evaluate=False, plot=False,
+                      out=str(out)))
+
+
+def test_two_processes_streaming_their_slices_train_as_one_process_holding_the_data(tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    groups = [tmp_path / "group1", tmp_path / "group2"]  # a rendezvous file for each launch
+    for folder in groups:
+        folder.mkdir()
+    run_in_process_group(groups[0], _train_on_tree, tree, tmp_path / "one", "host", world=1)
+    run_in_process_group(groups[1], _train_on_tree, tree, tmp_path / "two", "stream")
+    single = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")
+    streamed = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")
+    assert streamed["trainer"]["step"] == single["trainer"]["step"] == 2
+    for key, value in single["method"].items():
+        torch.testing.assert_close(streamed["method"][key], value, rtol=1e-5, atol=1e-5, msg=key)
 
 
 def test_the_device_resize_follows_the_cpu_decoder():
