@@ -347,8 +347,8 @@ def list_shards(folder: str | os.PathLike) -> dict[str, list[str]]:
 
 def index_shards(shards: Sequence[str]) -> tuple[ShardSource, Tensor, int]:
     """Index the images of tar shards: the byte range of each image member and its label (the
-    integer text of the ``.cls`` member with the same key; -1 without one). Returns the source,
-    the labels and the number of image members without a readable label."""
+    non-negative integer text of the ``.cls`` member with the same key; -1 without one). Returns
+    the source, the labels and the number of image members without a readable label."""
     shard_index, offsets, sizes, labels, unlabeled = [], [], [], [], 0
     for number, shard in enumerate(shards):
         images: dict[str, tuple[int, int]] = {}
@@ -363,7 +363,7 @@ def index_shards(shards: Sequence[str]) -> tuple[ShardSource, Tensor, int]:
                         images[key] = (member.offset_data, member.size)
                     elif extension == "cls":
                         text = archive.extractfile(member).read().decode("utf-8", "replace").strip()
-                        if re.fullmatch(r"-?\d+", text):
+                        if re.fullmatch(r"\d+", text):  # a class index; anything else is no label
                             classes[key] = int(text)
         except tarfile.TarError as error:
             raise DatasetError(f"{shard} is not a readable uncompressed tar shard ({error}); pack an ImageFolder "
