@@ -18,7 +18,7 @@ from contrastkit import cli, runs
 from contrastkit.config import Config, resolve
 from contrastkit.data import DeviceLoader, create_loader, load_dataset
 from contrastkit.data import datasets as datasets_module
-from contrastkit.data.streaming import StreamedImages, StreamLoader, _fit_on_device, load_shards, pack_shards
+from contrastkit.data.streaming import StreamedImages, StreamLoader, fit_to_size, load_shards, pack_shards
 from contrastkit.errors import ConfigError, DatasetError
 from contrastkit.train import load_checkpoint
 
@@ -262,11 +262,20 @@ def test_the_device_resize_follows_the_cpu_decoder():
     left = (44 - side) // 2
     expected = np.asarray(Image.fromarray(array).crop((left, 0, left + side, side)).resize((20, 20),
                                                                                             Image.Resampling.BICUBIC))
-    fitted = _fit_on_device(torch.from_numpy(array).permute(2, 0, 1), 20).permute(1, 2, 0).numpy()
-    difference = np.abs(fitted.astype(int) - expected.astype(int))
+    [fitted] = fit_to_size([torch.from_numpy(array).permute(2, 0, 1)], 20)
+    difference = np.abs(fitted.permute(1, 2, 0).numpy().astype(int) - expected.astype(int))
     assert difference.mean() < 1.0 and difference.max() <= 8  # two bicubic filters, not one
     same = torch.from_numpy(array[:20, :20]).permute(2, 0, 1)
-    assert _fit_on_device(same, 20) is same
+    assert fit_to_size([same], 20)[0] is same
+
+
+def test_images_of_one_shape_are_resized_together_exactly_as_one_by_one():
+    rng = np.random.default_rng(1)
+    shapes = [(30, 44), (44, 30), (30, 44), (20, 20), (30, 44), (25, 25)]
+    images = [torch.from_numpy(photo_like(rng, *shape)).permute(2, 0, 1) for shape in shapes]
+    together = fit_to_size(images, 20)
+    alone = [fit_to_size([image], 20)[0] for image in images]
+    assert all(a.shape == (3, 20, 20) and torch.equal(a, b) for a, b in zip(together, alone))
 
 
 def test_the_batched_device_decode_leaves_what_it_cannot_read_to_the_cpu(tree):
