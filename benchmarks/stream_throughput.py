@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from throughput import count_host_syncs  # noqa: E402 (benchmarks/ is the script's folder)
+from throughput import count_host_syncs, lightly_images_per_second  # benchmarks/ is the script's folder
 
 from contrastkit.augment import preset
 from contrastkit.config import Config
@@ -100,46 +100,16 @@ def images_per_second(args: argparse.Namespace, loaders: tuple, augment) -> tupl
 
 def measure_lightly(args: argparse.Namespace, train_folder: Path) -> float | None:
     """lightly's pipeline on the same files: ImageFolder + SimCLRTransform (PIL decode and augment)
-    in DataLoader workers, then the same backbone, projection and NT-Xent step."""
+    in DataLoader workers, then the same backbone, projection and NT-Xent step. None when lightly
+    is not installed."""
     try:
-        from lightly.loss import NTXentLoss
-        from lightly.models.modules import SimCLRProjectionHead
         from lightly.transforms import SimCLRTransform
     except ImportError:
         return None
-    from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
 
-    device = pick_device(args.device)
-    torch.manual_seed(0)
-    backbone = create_backbone(args.backbone, in_channels=3).to(device).to(memory_format=torch.channels_last)
-    head = SimCLRProjectionHead(backbone.feature_dim, backbone.feature_dim, 128).to(device)
-    criterion = NTXentLoss(temperature=0.5)
-    optimizer = torch.optim.SGD(list(backbone.parameters()) + list(head.parameters()), lr=0.1, momentum=0.9,
-                                weight_decay=5e-4)
-    dtype = torch.bfloat16 if device.type == "cuda" else None
     dataset = ImageFolder(str(train_folder), transform=SimCLRTransform(input_size=args.image_size))
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True,
-                        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
-    start, measured = None, 0
-    for step, ((view_a, view_b), _) in enumerate(loader):
-        if step == args.warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-        if step == args.warmup + args.steps:
-            break
-        view_a = view_a.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        view_b = view_b.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = criterion(head(backbone(view_a)), head(backbone(view_b)))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        measured += step >= args.warmup
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return measured * args.batch_size / (time.perf_counter() - start)
+    return lightly_images_per_second(dataset, args)
 
 
 def main() -> None:

@@ -85,18 +85,59 @@ def measure(args: argparse.Namespace, augmented: bool) -> tuple[float, int | Non
     return args.steps * args.batch_size / state.train_seconds, syncs
 
 
+def lightly_images_per_second(dataset, args: argparse.Namespace, *, cifar_stem: bool = False,
+                               precision: str = "auto", channels_last: bool = True) -> float:
+    """Images per second of lightly's SimCLR step fed by ``dataset`` (items ``((view_a, view_b),
+    label)``, made in ``args.workers`` DataLoader workers): ``args.backbone``, lightly's projection
+    head and NTXentLoss, over ``args.steps`` steps after ``args.warmup``."""
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import SimCLRProjectionHead
+    from torch.utils.data import DataLoader
+
+    device = pick_device(args.device)
+    torch.manual_seed(0)
+    backbone = create_backbone(args.backbone, in_channels=3, cifar_stem=cifar_stem).to(device)
+    head = SimCLRProjectionHead(backbone.feature_dim, backbone.feature_dim, 128).to(device)
+    criterion = NTXentLoss(temperature=0.5)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    backbone.to(memory_format=memory_format)
+    parameters = list(backbone.parameters()) + list(head.parameters())
+    optimizer = torch.optim.SGD(parameters, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    precision = precision if precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+                        drop_last=True, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+    start, measured = None, 0
+    for step, ((view_a, view_b), _) in enumerate(loader):
+        if step == args.warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        if step == args.warmup + args.steps:
+            break
+        view_a = view_a.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        view_b = view_b.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = criterion(head(backbone(view_a)), head(backbone(view_b)))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        measured += step >= args.warmup
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return measured * args.batch_size / (time.perf_counter() - start)
+
+
 def measure_lightly(args: argparse.Namespace) -> float | None:
     """lightly's SimCLR pipeline on the same backbone: PIL augmentations (SimCLRTransform, jitter 0.5,
     no blur) in ``args.workers`` DataLoader workers, lightly's projection head and NTXentLoss, the same
     precision and memory format. None when lightly is not installed."""
     try:
-        from lightly.loss import NTXentLoss
-        from lightly.models.modules import SimCLRProjectionHead
         from lightly.transforms import SimCLRTransform
     except ImportError:
         return None
     from PIL import Image
-    from torch.utils.data import DataLoader, Dataset
+    from torch.utils.data import Dataset
 
     class RandomImages(Dataset):
         """uint8 images decoded to PIL per item, as torchvision's CIFAR10 dataset does."""
@@ -111,38 +152,9 @@ def measure_lightly(args: argparse.Namespace) -> float | None:
         def __getitem__(self, index: int):
             return self.transform(Image.fromarray(self.images[index])), 0
 
-    device = pick_device(args.device)
-    torch.manual_seed(0)
-    backbone = create_backbone(args.backbone, in_channels=3, cifar_stem=args.cifar_stem).to(device)
-    head = SimCLRProjectionHead(backbone.feature_dim, backbone.feature_dim, 128).to(device)
-    criterion = NTXentLoss(temperature=0.5)
-    channels_last = args.channels_last != "off"
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    backbone.to(memory_format=memory_format)
-    parameters = list(backbone.parameters()) + list(head.parameters())
-    optimizer = torch.optim.SGD(parameters, lr=0.1, momentum=0.9, weight_decay=5e-4)
-    precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    steps = args.warmup + args.steps
-    loader = DataLoader(RandomImages(steps * args.batch_size), batch_size=args.batch_size, shuffle=True,
-                        num_workers=args.workers, drop_last=True, pin_memory=device.type == "cuda",
-                        persistent_workers=args.workers > 0)
-    start = None
-    for step, ((view_a, view_b), _) in enumerate(loader):
-        if step == args.warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-        view_a = view_a.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        view_b = view_b.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = criterion(head(backbone(view_a)), head(backbone(view_b)))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return args.steps * args.batch_size / (time.perf_counter() - start)
+    return lightly_images_per_second(RandomImages((args.warmup + args.steps) * args.batch_size), args,
+                                     cifar_stem=args.cifar_stem, precision=args.precision,
+                                     channels_last=args.channels_last != "off")
 
 
 def main() -> None:
