@@ -71,6 +71,15 @@ def test_a_streamed_tree_holds_exactly_the_decoded_images(tree):
     assert torch.equal(streamed.train.images[picked], decoded.train.images[picked])
 
 
+def test_a_streamed_split_is_normalised_with_the_decoded_paths_statistics(tmp_path):
+    # More than a thousand images, so a statistic taken over a sample of them would differ.
+    root = write_tree(tmp_path, {"train": 370, "test": 1}, side=6)
+    decoded = load_dataset(str(root), image_size=6, placement="host")
+    streamed = load_dataset(str(root), image_size=6, placement="stream")
+    assert (streamed.mean, streamed.std) == (decoded.mean, decoded.std)
+    assert datasets_module._channel_stats(decoded.train.images, chunk=7) == (decoded.mean, decoded.std)
+
+
 def test_a_tree_without_a_test_folder_is_cut_as_the_decoded_path_cuts_it(tree):
     decoded = load_dataset(str(tree / "train"), image_size=16)
     streamed = load_dataset(str(tree / "train"), image_size=16, placement="stream")

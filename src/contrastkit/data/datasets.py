@@ -27,6 +27,8 @@ from contrastkit.registry import Registry
 if TYPE_CHECKING:
     from PIL import Image
 
+    from contrastkit.data.streaming import StreamedImages
+
 # Where an image dataset lives while it trains (the config's data_placement).
 PLACEMENTS = ("auto", "device", "host", "stream")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -129,10 +131,19 @@ def _to_uint8_tensor(array: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def _channel_stats(images: Tensor, max_images: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    sample = images[:max_images].to(torch.float64) / 255
-    mean = sample.mean(dim=(0, 2, 3))
-    std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
+def _channel_stats(images: Tensor | StreamedImages, max_images: int = 10_000,
+                   chunk: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation in [0, 1] of the first ``max_images`` images,
+    rounded to 4 digits. Summed a chunk at a time in float64, so a streamed split decodes (and
+    holds) only ``chunk`` images at once."""
+    count, total, squares = 0, 0.0, 0.0
+    for start in range(0, min(len(images), max_images), chunk):
+        block = images[start:min(start + chunk, max_images)].to(torch.float64) / 255
+        count += block.numel() // block.shape[1]
+        total = total + block.sum(dim=(0, 2, 3))
+        squares = squares + block.square().sum(dim=(0, 2, 3))
+    mean = total / count
+    std = ((squares - count * mean.square()) / (count - 1)).clamp_min(0).sqrt().clamp_min(1e-3)
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
 
 
@@ -481,9 +492,8 @@ def _stream_folder(layout: FolderLayout, files: dict[str, list[tuple[str, int]]]
 
 
 def streamed_splits(name: str, train: ImageDataset, test: ImageDataset, classes: list[str]) -> DatasetSplits:
-    """DatasetSplits of streamed images, with the channel statistics of up to 1,000 training
-    images spread evenly over the split."""
-    sample = torch.linspace(0, len(train) - 1, min(len(train), 1000)).long()
-    mean, std = _channel_stats(train.images[sample])
+    """DatasetSplits of streamed images, with the channel statistics the decoded path computes
+    (so a streamed run normalises, and trains, exactly as a resident one)."""
+    mean, std = _channel_stats(train.images)
     preset = "simclr_cifar" if train.images.shape[-1] <= 64 else "simclr_imagenet"
     return DatasetSplits(name, train, test, classes, mean, std, preset)
