@@ -1,4 +1,5 @@
-"""Forward+backward time, peak memory and accuracy of the InfoNCE and CLIP losses by batch size, as JSON.
+"""Forward+backward time, peak memory and accuracy of the InfoNCE and CLIP losses by batch size, as JSON
+(one line per loss and batch size as it is measured, then the whole table).
 
 For each batch of N pairs (two views, or image and text, of dim --dim) it times the loss and the
 gradient of its inputs (median of --repeats runs after one warm-up, CUDA-synchronised), records the
@@ -172,6 +173,8 @@ def main() -> None:
             for contender, loss_fn in losses.items():
                 row[contender] = measure(loss_fn, inputs, reference, device, args.repeats)
             results[name].append(row)
+            # Each row as soon as it is measured: a run cut short by a time limit keeps its figures.
+            print(json.dumps({"loss": name, **row}), flush=True)
             del inputs, reference
     print(json.dumps({
         "date": date.today().isoformat(),

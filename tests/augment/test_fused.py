@@ -63,6 +63,8 @@ WORKER = """
 import os, pickle, sys, traceback
 replies = os.fdopen(os.dup(1), "wb")
 os.dup2(2, 1)
+from triton_interpreter import patch_loop_bounds
+patch_loop_bounds()
 from contrastkit.augment.fused import fused_apply
 requests = sys.stdin.buffer
 while header := requests.read(8):
@@ -86,9 +88,10 @@ def interpreted() -> Iterator[Callable[..., Any]]:
     if fused.triton is None:
         pytest.skip("the fused kernel needs Triton (pip install triton)")
     env = dict(os.environ, TRITON_INTERPRET="1")
-    # The worker imports the contrastkit under test, whatever is installed.
+    # The worker imports the contrastkit under test, whatever is installed, and tests/triton_interpreter.py.
     src = str(Path(contrastkit.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
+    tests = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, tests, *filter(None, [env.get("PYTHONPATH")])])
     worker = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               env=env)
 

@@ -201,8 +201,10 @@ def test_multicrop_views_compile_as_one_graph() -> None:
     images = uint8_images(4, 3, 24)
     params = mv.sample_params(images, gen(1))
     compiled = torch.compile(mv.apply, fullgraph=True, backend="aot_eager")
+    # Not bit-equal: the decomposed graph may sum in another order (8e-7 apart on the 16-core
+    # H100 machine, equal on 2 cores), so the same bound as the single-crop presets.
     for actual, expected in zip(compiled(images, params), mv.apply(images, params)):
-        torch.testing.assert_close(actual, expected, atol=0, rtol=0)
+        torch.testing.assert_close(actual, expected, atol=2e-5, rtol=0)
 
 
 def test_parameters_are_drawn_on_the_cpu_whatever_the_batch_device() -> None:

