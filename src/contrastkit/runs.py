@@ -50,6 +50,11 @@ from contrastkit.train.distributed import (ProcessGroup, convert_sync_batchnorm,
                                            launcher_environment)
 
 
+# Captions whose locked-tower features are cached for training (384 floats each for MiniLM: 300 MB
+# at the limit); a larger caption table is tokenized and encoded at every step instead.
+TEXT_CACHE_LIMIT = 200_000
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says what the run folder holds and how to go on."""
 
@@ -136,6 +141,11 @@ class Run:
         self.method = self._image_method(config, method_class)
         image_views = self.method.configure_views(self._image_views(config))
         tokenize = self.method.text_tower.tokenize
+        if self.method.text_tower.encoder in self.method.locked and len(self.splits.captions) <= TEXT_CACHE_LIMIT:
+            # A locked text tower gives each caption the same features at every step: encode them
+            # once, and train without the tokenizer and the text encoder in the step.
+            self.method.cache_text_features(self.splits.captions)
+            tokenize = None
         self.augment = ImageTextViews(image_views, self.splits.captions, tokenize).to(self.device)
 
     def _build_series(self, config: Config, method_class: type[Method], splits: SeriesSplits | None) -> None:

@@ -233,6 +233,45 @@ def test_a_locked_text_tower_stays_frozen_and_without_dropout(tiny_text_encoder)
                                                              "lock_image": True})))
 
 
+def test_cached_text_features_train_as_the_locked_tower_does(tiny_text_encoder):
+    config = resolve(Config(method="clip", dataset="digits", projection_dim=8,
+                            method_options={"text_encoder": tiny_text_encoder, "lock_text": True}))
+    torch.manual_seed(0)
+    model = CLIP.from_config(create_backbone("small_cnn", in_channels=1), config)
+    splits = captions_from_classes(load_dataset("digits"))
+    batch = (splits.train.images[:32], splits.train_captions[:32])
+    tokenized = ImageTextViews(preset("digits"), splits.captions, model.text_tower.tokenize)
+    images, tokens, ids = tokenized(batch, torch.Generator().manual_seed(3))
+    model.cache_text_features(splits.captions, batch_size=7)  # several chunks
+    assert model.text_features.shape == (len(splits.captions), 16)
+    assert "text_features" not in model.state_dict()
+    cached_images, no_tokens, cached_ids = ImageTextViews(preset("digits"), splits.captions, None)(
+        batch, torch.Generator().manual_seed(3))
+    assert no_tokens is None and torch.equal(cached_images, images) and torch.equal(cached_ids, ids)
+
+    def loss_and_gradients(views):
+        model.zero_grad()
+        loss = model.training_step(views)["loss"]
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    loss, grads = loss_and_gradients([images, tokens, ids])
+    cached_loss, cached_grads = loss_and_gradients([images, None, ids])
+    torch.testing.assert_close(cached_loss, loss, rtol=1e-6, atol=1e-6)
+    for cached, expected in zip(cached_grads, grads):
+        torch.testing.assert_close(cached, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_only_a_locked_text_tower_is_cached_and_ids_alone_need_the_cache(tiny_text_encoder):
+    config = resolve(Config(method="clip", dataset="digits", projection_dim=8,
+                            method_options={"text_encoder": tiny_text_encoder}))
+    model = CLIP.from_config(create_backbone("small_cnn", in_channels=1), config)
+    with pytest.raises(ConfigError, match="only a locked text tower"):
+        model.cache_text_features(["a", "b"])
+    with pytest.raises(ConfigError, match="no text features are cached"):
+        model.training_step([torch.zeros(2, 1, 8, 8), None, torch.tensor([0, 1])])
+
+
 def test_a_caption_table_run_scores_retrieval(tmp_path, run_cli, tiny_text_encoder):
     rows = [(f"a picture numbered {index % 6}", "test" if index % 5 == 0 else "train") for index in range(30)]
     table = _write_table(tmp_path / "pairs", rows)

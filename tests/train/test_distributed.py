@@ -30,6 +30,8 @@ BATCH = 16  # the global batch: 8 samples per process
 IMAGE_METHODS = [name for name in list_methods() if "image" in METHODS.get(name).modalities]
 TEXT_METHODS = [name for name in list_methods() if METHODS.get(name).modalities == ("text",)]
 IMAGE_TEXT_METHODS = [name for name in list_methods() if METHODS.get(name).modalities == ("image_text",)]
+# LiT as runs.py trains it: CLIP with the text tower locked and its caption features cached.
+LIT = "clip, locked and cached text tower"
 # Small sizes. SwAV's prototypes and DINO's last layer stay frozen for the first step (epoch 1 of
 # 2) and train in the second, so frozen layers are covered too.
 OPTIONS = {"moco_v2": {"queue_size": 48}, "swav": {"num_prototypes": 16},
@@ -82,10 +84,12 @@ def _train_two_steps(name: str, world: int, text_model: str | None) -> tuple[dic
                    "cosent": {"pairs": SENTENCES[::-1], "scores": torch.arange(16.0) % 5}}[name]
         loader = TextLoader(TextDataset(list(SENTENCES), **columns), BATCH, seed=0)
         augment = text_preset(config.preset, backbone.tokenize)
-    elif name in IMAGE_TEXT_METHODS:
-        # Class-captioned digits: repeated captions in the batch, a tiny text tower that trains.
-        config = resolve(Config(method=name, dataset="digits", batch_size=BATCH, projection_dim=16, max_length=16,
-                                method_options={"text_encoder": f"hf:{text_model}"}))
+    elif name in IMAGE_TEXT_METHODS + [LIT]:
+        # Class-captioned digits: repeated captions in the batch, a tiny text tower that trains (or,
+        # for LiT, is locked and read from its cache).
+        config = resolve(Config(method="clip" if name == LIT else name, dataset="digits", batch_size=BATCH,
+                                projection_dim=16, max_length=16,
+                                method_options={"text_encoder": f"hf:{text_model}", "lock_text": name == LIT}))
         backbone = Float64Input()
         splits = captions_from_classes(load_dataset("digits"))
         loader = CaptionedLoader(splits.train.images[:BATCH], splits.train_captions[:BATCH],
@@ -97,19 +101,23 @@ def _train_two_steps(name: str, world: int, text_model: str | None) -> tuple[dic
         splits = load_dataset("digits")
         loader = DeviceLoader(splits.train.images[:BATCH], splits.train.labels[:BATCH], BATCH, seed=0)
         augment = preset(splits.default_preset, size=8, mean=splits.mean, std=splits.std)
-    method = METHODS.get(name).from_config(backbone, config).double()
+    method = METHODS.get(config.method).from_config(backbone, config).double()
     if world > 1:
         method = convert_sync_batchnorm(method, torch.device("cpu"))
-    if name in IMAGE_TEXT_METHODS:
+    if name in IMAGE_TEXT_METHODS + [LIT]:
         image_views = preset(config.preset, size=8, mean=splits.mean, std=splits.std)
-        augment = ImageTextViews(method.configure_views(image_views), splits.captions, method.text_tower.tokenize)
+        tokenize = method.text_tower.tokenize
+        if name == LIT:
+            method.cache_text_features(splits.captions)
+            tokenize = None
+        augment = ImageTextViews(method.configure_views(image_views), splits.captions, tokenize)
     elif name not in TEXT_METHODS:
         augment = method.configure_views(augment)
     initial = {key: value.detach().clone() for key, value in method.named_parameters() if value.requires_grad}
     trainable = [parameter for parameter in method.parameters() if parameter.requires_grad]
     optimizer = create_optimizer("sgd", trainable, lr=0.5, momentum=0.9, weight_decay=1e-4)
     Trainer(method, augment, loader, optimizer, epochs=2, progress=False, log_every=1,
-            find_unused_parameters=name in TEXT_METHODS + IMAGE_TEXT_METHODS).fit()
+            find_unused_parameters=name in TEXT_METHODS + IMAGE_TEXT_METHODS + [LIT]).fit()
     return initial, {key: value.clone() for key, value in method.state_dict().items()}
 
 
@@ -125,7 +133,7 @@ def _worker(rank, world, names, text_model, expected):
 
 def test_every_method_steps_on_two_processes_as_on_one_holding_the_global_batch(tmp_path):
     text_model = str(_tiny_text_encoder_folder(tmp_path / "tiny-bert"))
-    names = IMAGE_METHODS + TEXT_METHODS + IMAGE_TEXT_METHODS
+    names = IMAGE_METHODS + TEXT_METHODS + IMAGE_TEXT_METHODS + [LIT]
     expected = {}
     for name in names:
         initial, expected[name] = _train_two_steps(name, 1, text_model)

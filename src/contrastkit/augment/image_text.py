@@ -46,7 +46,9 @@ class ImageTextViews(nn.Module):
         image_views: a :class:`MultiView` whose first pipeline augments the images (the others
             are left out; its evaluation transform is :meth:`eval_view`).
         captions: the dataset's captions; ids index it.
-        tokenize: captions -> token tensors (the text encoder's ``tokenize``).
+        tokenize: captions -> token tensors (the text encoder's ``tokenize``); None: no tokens
+            are made (the second view is None), for a method that caches its locked text tower's
+            features by caption id (``cache_text_features``).
 
     Example::
 
@@ -56,7 +58,7 @@ class ImageTextViews(nn.Module):
 
     draws_for_global_batch = True
 
-    def __init__(self, image_views: MultiView, captions: Sequence[str], tokenize: Tokenize) -> None:
+    def __init__(self, image_views: MultiView, captions: Sequence[str], tokenize: Tokenize | None) -> None:
         super().__init__()
         self.image_views = MultiView(list(image_views.views)[:1], image_views.eval_transform,
                                      channels_last=image_views.channels_last, backend=image_views.backend)
@@ -79,9 +81,11 @@ class ImageTextViews(nn.Module):
             params, draws = tree_map(lambda leaf: leaf[mine], params), draws[mine]
         image = self.image_views.apply(images, params_to(params, images.device))[0]
         ids = pick_captions(candidates.cpu(), draws)
-        tokens = self.tokenize([self.captions[index] for index in ids.tolist()])
-        return [image, {key: value.to(images.device, non_blocking=True) for key, value in tokens.items()},
-                ids.to(images.device, non_blocking=True)]
+        tokens = None
+        if self.tokenize is not None:
+            tokens = {key: value.to(images.device, non_blocking=True)
+                      for key, value in self.tokenize([self.captions[index] for index in ids.tolist()]).items()}
+        return [image, tokens, ids.to(images.device, non_blocking=True)]
 
     def eval_view(self, images: Tensor) -> Tensor:
         return self.image_views.eval_view(images)

@@ -66,6 +66,9 @@ class _TwoTower(Method):
         for encoder in self.locked:
             encoder.requires_grad_(False)
             encoder.eval()
+        # The locked text encoder's features of every caption, by caption id (cache_text_features);
+        # rebuilt from the captions, so not saved with the weights.
+        self.register_buffer("text_features", None, persistent=False)
 
     @property
     def backbone(self) -> nn.Module:  # type: ignore[override]
@@ -91,6 +94,26 @@ class _TwoTower(Method):
     def encode_text(self, tokens: Mapping[str, Tensor]) -> Tensor:
         return self._encode(self.text_tower, tokens)
 
+    @torch.no_grad()
+    def cache_text_features(self, captions: Sequence[str], batch_size: int = 1024) -> None:
+        """Encode every caption once with the locked text encoder, on the encoder's device.
+
+        Training then looks a caption's features up by its id and sends them through the text
+        projection, so the views need not tokenize and the encoder need not run at every step
+        (:class:`ImageTextViews` with ``tokenize=None``). A locked encoder in eval mode gives a
+        caption the same features at every step, so only the precision changes: the cache is in
+        the encoder's own dtype (float32), where an autocast step would have run it in 16 bits.
+        """
+        if self.text_tower.encoder not in self.locked:
+            raise ConfigError("only a locked text tower's features can be cached: a training text encoder changes "
+                              "them at every step. Set method_options.lock_text=true, or keep the tokens.")
+        device = next(self.text_tower.encoder.parameters()).device
+        chunks = []
+        for start in range(0, len(captions), batch_size):
+            tokens = self.text_tower.tokenize(list(captions[start:start + batch_size]))
+            chunks.append(self.text_tower.encoder({key: value.to(device) for key, value in tokens.items()}))
+        self.text_features = torch.cat(chunks)
+
     def configure_views(self, views: MultiView) -> MultiView:
         """One image view per pair: the preset's first pipeline."""
         return MultiView(list(views.views)[:1], views.eval_transform, channels_last=views.channels_last,
@@ -98,13 +121,20 @@ class _TwoTower(Method):
 
     def training_step(self, views: Sequence[Any], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:
-        """``views``: image view, caption tokens and caption ids (``ImageTextViews``)."""
+        """``views``: image view, caption tokens and caption ids (``ImageTextViews``); tokens None:
+        the captions' features come from :meth:`cache_text_features`."""
         if len(views) != 3:
             raise ConfigError(f"{type(self).__name__} trains on [images, caption tokens, caption ids] views "
                               f"(ImageTextViews), got {len(views)} views.")
         images, tokens, caption_ids = views
-        return {"loss": self.criterion(self.encode_image(images), self.encode_text(tokens), caption_ids,
-                                       validate=validate)}
+        if tokens is not None:
+            texts = self.encode_text(tokens)
+        elif self.text_features is not None:
+            texts = self.text_tower.projection(self.text_features[caption_ids])
+        else:
+            raise ConfigError("the views sent caption ids without tokens, but no text features are cached: call "
+                              "cache_text_features(captions) first, or give ImageTextViews the tokenizer.")
+        return {"loss": self.criterion(self.encode_image(images), texts, caption_ids, validate=validate)}
 
     @classmethod
     def _towers(cls, backbone: nn.Module, config: Any, options: dict[str, Any]) -> tuple[nn.Module, ...]:
