@@ -41,6 +41,7 @@ class Config:
     similarity: str = "cosine"
     pooling: str = "mean"  # text encoders: mean, cls or max over the token states
     max_length: int | None = None  # text encoders: tokens kept per sentence
+    series_pooling: str | None = None  # series encoders: max, or a temporal pyramid of maxima
     caption_templates: str | None = None  # image-text: a file of prompt templates; unset: built-in ones
     # how to train
     epochs: int | None = None
@@ -108,7 +109,7 @@ DEFAULT_TEXT_RECIPE: dict[str, Any] = dict(backbone="hf:all-MiniLM-L6-v2", epoch
 DEFAULT_SERIES_RECIPE: dict[str, Any] = dict(backbone="ts2vec_cnn", batch_size=8, knn_k=5)
 FALLBACKS: dict[str, Any] = dict(optimizer="sgd", head="mlp2", projection_dim=128, weight_decay=5e-4,
                                  lr_per_256=0.12, warmup_epochs=0.0, lr_schedule="cosine",
-                                 max_length=128)
+                                 max_length=128, series_pooling="max")
 SMALL_IMAGE_SIDE = 64
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("sgd", "lars", "adamw"),
@@ -121,6 +122,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "embedding_method": ("auto", "tsne", "umap", "pca"),
     "head": ("identity", "linear", "mlp2", "mlp3"),
     "pooling": ("mean", "cls", "max"),
+    "series_pooling": ("max", "pyramid"),
 }
 # What each key means, for `contrastkit train --help-config`.
 DESCRIPTIONS: dict[str, str] = {
@@ -142,6 +144,8 @@ DESCRIPTIONS: dict[str, str] = {
     "similarity": "similarity of the contrastive losses",
     "pooling": "text encoders: how token states become one sentence embedding",
     "max_length": "text encoders: tokens kept per sentence (longer ones are truncated); unset: the recipe's",
+    "series_pooling": "series encoders: one vector per series as the maximum over its timesteps (max), or the "
+                      "maxima over it, its halves and its quarters, concatenated (pyramid); unset: the recipe's",
     "caption_templates": ("image-text runs on a labelled image dataset: a .txt file of prompt templates, one per "
                           "line with {} for the class name (captions and zero-shot prompts); unset: built-in ones"),
     "epochs": "passes over the training set",

@@ -43,7 +43,7 @@ from contrastkit.evaluate import (classification_metrics, extract_features, extr
 from contrastkit.evaluate.series import one_nn_dtw, one_nn_euclidean, svm_probe
 from contrastkit.methods import METHODS, Method
 from contrastkit.models import create_backbone
-from contrastkit.models.series import list_series_backbones
+from contrastkit.models.series import list_series_backbones, pooled
 from contrastkit.models.text import DEFAULT_TEXT_ENCODER
 from contrastkit.train import Trainer, TrainerState, create_optimizer, load_checkpoint, read_metrics, write_atomic
 from contrastkit.train.distributed import (ProcessGroup, convert_sync_batchnorm, init_process_group,
@@ -155,7 +155,7 @@ class Run:
                                    f"({', '.join(series_backbones)}), not {config.backbone!r}.")
         self.splits = splits or load_series(config_module.series_name(config.dataset), data_root=config.data_root)
         torch.manual_seed(config.seed)
-        backbone = create_backbone(config.backbone, in_channels=self.splits.channels)
+        backbone = pooled(create_backbone(config.backbone, in_channels=self.splits.channels), config.series_pooling)
         self.method = method_class.from_config(backbone, config).to(self.device)
         views = series_preset(config.preset or "simclr", **config.preset_options)
         self.augment = self.method.configure_views(views).to(self.device)

@@ -33,6 +33,7 @@ def test_a_ts2vec_run_scores_the_representation_beside_raw_baselines(tmp_path, r
     assert summary["svm_top1"] > 0.8 and {"knn_top1", "linear_f1"} <= set(summary)
     config = config_module.load_yaml(out / "config.yaml")
     assert config["backbone"] == "ts2vec_cnn" and config["preset"] == "ts2vec"
+    assert config["series_pooling"] == "pyramid"  # the recipe's: maxima over the series, halves, quarters
 
 
 def test_simclr_trains_on_series_views(tmp_path, run_cli):
@@ -41,7 +42,8 @@ def test_simclr_trains_on_series_views(tmp_path, run_cli):
                    "progress=false", "plot=false", "raw_baseline=false") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["svm_top1"] > 0.8 and "raw_1nn_dtw_top1" not in summary
-    assert config_module.load_yaml(out / "config.yaml")["preset"] == "simclr"
+    config = config_module.load_yaml(out / "config.yaml")
+    assert config["preset"] == "simclr" and config["series_pooling"] == "max"
 
 
 def test_series_mismatches_are_refused_with_the_fix():
@@ -51,3 +53,5 @@ def test_series_mismatches_are_refused_with_the_fix():
         resolve(Config(method="clip", dataset="GunPoint"))
     with pytest.raises(ContrastkitError, match="series encoder .*ts2vec_cnn.*not 'resnet18'"):
         Run(resolve(Config(method="simclr", dataset="GunPoint", backbone="resnet18", device="cpu")))
+    with pytest.raises(ConfigError, match="series_pooling must be one of max, pyramid"):
+        resolve(Config(method="ts2vec", dataset="GunPoint", series_pooling="mean"))

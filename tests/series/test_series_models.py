@@ -118,3 +118,56 @@ def test_constructors_and_inputs_are_checked():
     assert learned(torch.randn(2, 1, 8)).shape == (2, 8)
     with pytest.raises(InputError, match="max_length"):
         learned(torch.randn(2, 1, 9))
+
+
+def _pyramid_by_hand(timesteps, observed, levels):
+    """The pyramid with loops: each level's segments split [0, last observed + 1) as evenly as
+    floor(t * n / span) does, the maximum over each segment's observed timesteps (0 if none)."""
+    rows = []
+    for series, seen in zip(timesteps.double(), observed):
+        span = max([t + 1 for t in range(len(seen)) if seen[t]], default=1)
+        parts = []
+        for n in levels:
+            for index in range(n):
+                inside = [t for t in range(len(seen)) if seen[t] and t * n // span == index]
+                parts.append(torch.stack([series[t] for t in inside]).amax(dim=0) if inside
+                             else torch.zeros(series.shape[1], dtype=torch.float64))
+        rows.append(torch.cat(parts))
+    return torch.stack(rows)
+
+
+def test_pyramid_pooling_against_loops_with_padding_and_gaps():
+    from contrastkit.models.series import pyramid_pool
+
+    torch.manual_seed(1)
+    timesteps = torch.randn(5, 13, 4, dtype=torch.float64)
+    observed = torch.ones(5, 13, dtype=torch.bool)
+    observed[1, 9:] = False    # padded past its end
+    observed[2, 3:5] = False   # a gap inside
+    observed[3, 2:] = False    # shorter than the finest level
+    observed[4] = False        # nothing observed
+    for levels in [(1,), (1, 2, 4), (3, 5)]:
+        expected = _pyramid_by_hand(timesteps, observed, levels)
+        assert torch.equal(pyramid_pool(timesteps, observed, levels), expected)
+    with pytest.raises(ConfigError, match="positive whole numbers"):
+        pyramid_pool(timesteps, observed, (0, 2))
+    with pytest.raises(InputError, match="observed must have shape"):
+        pyramid_pool(timesteps, observed[:, :5])
+
+
+@pytest.mark.parametrize("name", ["ts2vec_cnn", "series_gru"])
+def test_a_pyramid_encoder_trains_on_timesteps_and_ignores_padding(name):
+    from contrastkit.models.series import PyramidPooling, pooled
+
+    encoder = build(name)
+    pyramid = pooled(encoder, "pyramid")
+    assert isinstance(pyramid, PyramidPooling) and pyramid.feature_dim == 7 * 12 and pooled(encoder, "max") is encoder
+    x = torch.randn(3, 3, 17)
+    padded = torch.cat([x, torch.full((3, 3, 9), float("nan"))], dim=2)
+    with torch.no_grad():
+        assert torch.equal(pyramid.encode_timesteps(x), encoder.encode_timesteps(x))
+        features = pyramid(x)
+        assert torch.equal(features[:, :12], encoder(x))  # level 1 is the encoder's own maximum
+        torch.testing.assert_close(pyramid(padded), features, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="series_pooling must be one of max, pyramid"):
+        pooled(encoder, "mean")

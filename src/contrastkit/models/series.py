@@ -6,6 +6,10 @@ Every encoder here is a :class:`SeriesEncoder`:
 * ``forward(x)`` gives (B, D) = ``feature_dim``, the maximum over the observed timesteps of the
   per-timestep representations (TS2Vec's instance representation for classification).
 
+:class:`PyramidPooling` wraps one to pool a temporal pyramid instead: the maximum over the whole
+observed span, over each of its halves and over each of its quarters, concatenated (7 D). Where
+in a series a shape occurs then survives the pooling; the ``ts2vec`` recipe scores it so.
+
 Series may be NaN-padded past their end (as :mod:`contrastkit.data.series` pads unequal lengths):
 NaN values are read as 0, and padded timesteps (NaN in every channel) are left out of the pooling.
 Each encoder also keeps the padding from reaching the observed part, so the representation of a
@@ -66,10 +70,78 @@ class SeriesEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """One vector (B, feature_dim) per series: the maximum over its observed timesteps
         (0 for a series with none)."""
-        timesteps = self.encode_timesteps(x)
-        observed = ~torch.isnan(x).all(dim=1)
-        pooled = timesteps.masked_fill(~observed[:, :, None], -math.inf).amax(dim=1)
-        return pooled.masked_fill(~observed.any(dim=1, keepdim=True), 0.0)
+        return pyramid_pool(self.encode_timesteps(x), observed_timesteps(x), levels=(1,))
+
+
+def observed_timesteps(x: Tensor) -> Tensor:
+    """(B, T) bool: the timesteps of series x (B, C, T) that are not NaN in every channel."""
+    return ~torch.isnan(x).all(dim=1)
+
+
+def pyramid_pool(timesteps: Tensor, observed: Tensor, levels: tuple[int, ...] = (1, 2, 4)) -> Tensor:
+    """Max-pool per-timestep representations (B, T, D) over a temporal pyramid: for each ``n`` in
+    ``levels``, the maximum over each of ``n`` equal consecutive segments of a series' observed
+    span (up to its last observed timestep), concatenated level by level to (B, D * sum(levels)).
+
+    Timesteps that are not ``observed`` (B, T) are left out; a segment with none gives 0. Level 1
+    is the maximum over the whole series.
+
+    Example:
+        >>> timesteps = torch.tensor([[[1.0], [4.0], [2.0], [3.0]]])
+        >>> pyramid_pool(timesteps, torch.ones(1, 4, dtype=torch.bool), levels=(1, 2, 4))
+        tensor([[4., 4., 3., 1., 4., 2., 3.]])
+    """
+    check_ndim("timesteps", timesteps, 3, "(B, T, D)")
+    if observed.shape != timesteps.shape[:2]:
+        raise InputError(f"observed must have shape (B, T) = {tuple(timesteps.shape[:2])}, got "
+                         f"{tuple(observed.shape)}.")
+    if not levels or any(not isinstance(n, int) or n < 1 for n in levels):
+        raise ConfigError(f"levels must be positive whole numbers of segments, got {levels!r}.")
+    positions = torch.arange(timesteps.shape[1], device=timesteps.device)
+    # The observed span of each series: up to its last observed timestep (NaN padding lies after it).
+    span = torch.where(observed, positions + 1, 0).amax(dim=1, keepdim=True).clamp(min=1)
+    pooled = []
+    for n in levels:
+        segment = positions * n // span  # (B, T): each timestep's segment, >= n past the span
+        for index in range(n):
+            inside = observed & (segment == index)
+            maximum = timesteps.masked_fill(~inside[:, :, None], -math.inf).amax(dim=1)
+            pooled.append(maximum.masked_fill(~inside.any(dim=1, keepdim=True), 0.0))
+    return torch.cat(pooled, dim=1)
+
+
+class PyramidPooling(nn.Module):
+    """A series encoder whose ``forward`` pools a temporal pyramid (:func:`pyramid_pool`), so the
+    vector keeps where in the series each feature is strongest; ``encode_timesteps`` is the
+    wrapped encoder's, so a method that trains on timesteps (TS2Vec) trains it unchanged.
+
+    Example:
+        >>> encoder = PyramidPooling(TS2VecEncoder(in_channels=1, hidden_dim=8, output_dim=16, depth=2))
+        >>> encoder(torch.randn(4, 1, 30)).shape, encoder.feature_dim
+        (torch.Size([4, 112]), 112)
+    """
+
+    def __init__(self, encoder: nn.Module, levels: tuple[int, ...] = (1, 2, 4)) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.levels = tuple(levels)
+        self.feature_dim = encoder.feature_dim * sum(self.levels)
+
+    def encode_timesteps(self, x: Tensor, timestep_mask: Tensor | None = None) -> Tensor:
+        return self.encoder.encode_timesteps(x, timestep_mask)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return pyramid_pool(self.encode_timesteps(x), observed_timesteps(x), self.levels)
+
+
+SERIES_POOLINGS = ("max", "pyramid")
+
+
+def pooled(encoder: nn.Module, pooling: str) -> nn.Module:
+    """``encoder`` with the pooling a config names: ``max`` (its own) or ``pyramid``."""
+    if pooling not in SERIES_POOLINGS:
+        raise ConfigError(f"series_pooling must be one of {', '.join(SERIES_POOLINGS)}, got {pooling!r}.")
+    return PyramidPooling(encoder) if pooling == "pyramid" else encoder
 
 
 def _hide(values: Tensor, keep: Tensor | None) -> Tensor:
