@@ -105,6 +105,15 @@ def test_a_cuda_index_is_understood_and_its_absence_explained(tmp_path, capsys, 
     assert "device=cuda:0 was asked for but PyTorch sees no CUDA GPU" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("method", ["simclr", "dino", "byol"])
+def test_a_one_view_preset_is_refused_for_a_method_that_contrasts_views(tmp_path, capsys, run_cli, method):
+    # crop_flip makes one view (the image-text methods' preset): found by the property test below.
+    assert run_cli("train", "--method", method, "--dataset", "digits", "preset=crop_flip", "image_size=8",
+                   "--out", str(tmp_path / "run"), "progress=false") == 2
+    assert "contrasts two or more views of each sample, but its augmentation makes 1" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_an_unexpected_error_is_one_line_with_the_traceback_on_request(monkeypatch, capsys, run_cli):
     from contrastkit import runs
 

@@ -103,6 +103,17 @@ def require_two_views(views: Sequence[Tensor], method: str) -> None:
                           "(no local crops).")
 
 
+def require_multiple_views(method: str, views: Any) -> Any:
+    """``views`` if it makes two or more views of each sample, which every method but the
+    image-text ones contrasts; otherwise a ConfigError naming the fix."""
+    transforms = views.views if isinstance(views, MultiView) else getattr(views, "transforms", None)
+    if transforms is not None and len(transforms) < 2:
+        raise ConfigError(f"{method} contrasts two or more views of each sample, but its augmentation makes "
+                          f"{len(transforms)}; choose a preset that makes two (leave preset unset for the dataset's "
+                          "own; `contrastkit list` shows them).")
+    return views
+
+
 def with_local_crops(views: MultiView, num_local_crops: int, local_crop_size: int | None) -> MultiView:
     """``views`` plus ``num_local_crops`` multi-crop local views (none: ``views`` unchanged)."""
     if not num_local_crops:
@@ -157,8 +168,8 @@ class Method(nn.Module):
 
     def configure_views(self, views: MultiView) -> MultiView:
         """The augmentation this method trains on, given the dataset's preset (multi-crop methods
-        derive their local crops from it)."""
-        return views
+        derive their local crops from it); refused if it makes fewer than two views."""
+        return require_multiple_views(type(self).__name__, views)
 
     @classmethod
     def options(cls, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
