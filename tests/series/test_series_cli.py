@@ -33,17 +33,17 @@ def test_a_ts2vec_run_scores_the_representation_beside_raw_baselines(tmp_path, r
     assert summary["svm_top1"] > 0.8 and {"knn_top1", "linear_f1"} <= set(summary)
     config = config_module.load_yaml(out / "config.yaml")
     assert config["backbone"] == "ts2vec_cnn" and config["preset"] == "ts2vec"
-    assert config["series_pooling"] == "pyramid"  # the recipe's: maxima over the series, halves, quarters
+    assert config["series_pooling"] == "max"  # TS2Vec's one maximum (a pyramid is series_pooling=pyramid)
 
 
-def test_simclr_trains_on_series_views(tmp_path, run_cli):
+def test_simclr_trains_on_series_views_and_a_pyramid(tmp_path, run_cli):
     out = tmp_path / "simclr"
     assert run_cli("train", "--method", "simclr", "--dataset", "gunpoint", "--out", str(out), "epochs=2",
-                   "progress=false", "plot=false", "raw_baseline=false") == 0
+                   "series_pooling=pyramid", "progress=false", "plot=false", "raw_baseline=false") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["svm_top1"] > 0.8 and "raw_1nn_dtw_top1" not in summary
     config = config_module.load_yaml(out / "config.yaml")
-    assert config["preset"] == "simclr" and config["series_pooling"] == "max"
+    assert config["preset"] == "simclr" and config["series_pooling"] == "pyramid"
 
 
 def test_series_mismatches_are_refused_with_the_fix():

@@ -8,7 +8,8 @@ Every encoder here is a :class:`SeriesEncoder`:
 
 :class:`PyramidPooling` wraps one to pool a temporal pyramid instead: the maximum over the whole
 observed span, over each of its halves and over each of its quarters, concatenated (7 D). Where
-in a series a shape occurs then survives the pooling; the ``ts2vec`` recipe scores it so.
+in a series a shape occurs then survives the pooling: a gain where position matters (ArrowHead),
+a loss where it does not (OSULeaf's outlines start anywhere), so it is an option, not the default.
 
 Series may be NaN-padded past their end (as :mod:`contrastkit.data.series` pads unequal lengths):
 NaN values are read as 0, and padded timesteps (NaN in every channel) are left out of the pooling.
