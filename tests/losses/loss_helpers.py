@@ -51,6 +51,9 @@ def _in_group(rank, world, init_file, worker, args):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         worker(rank, world, *args)
+        # A process leaving the group while another still works in it (rank 0 writing a checkpoint)
+        # can abort in gloo's threads: leave together.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
