@@ -109,3 +109,13 @@ def test_a_cuda_index_is_a_valid_device_and_the_recipe_stem_follows_the_backbone
 def test_dict_keys_must_name_options():
     with pytest.raises(ConfigError, match="method_options takes option names as keys"):
         update(Config(), {"method_options": {1: 2}})
+
+
+def test_the_config_offers_exactly_the_poolings_the_encoders_take():
+    # config.py imports no torch, so it lists the choices again: they must not drift apart.
+    from contrastkit.config import CHOICES
+    from contrastkit.models.series import SERIES_POOLINGS
+    from contrastkit.models.text import POOLINGS
+
+    assert CHOICES["series_pooling"] == SERIES_POOLINGS
+    assert CHOICES["pooling"] == POOLINGS

@@ -10,8 +10,7 @@ from torch import Tensor, nn
 
 from contrastkit.augment import MultiView
 from contrastkit.losses.dino import DINOLoss
-from contrastkit.methods.base import (MomentumMethod, Progress, forward_views, require_multiple_views,
-                                     with_local_crops)
+from contrastkit.methods.base import MomentumMethod, Progress, forward_views, with_local_crops
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import DINOHead
 from contrastkit.models.momentum import momentum_copy
@@ -75,8 +74,7 @@ class DINO(MomentumMethod):
         return [(self.teacher_backbone, self.backbone), (self.teacher_head, self.head)]
 
     def configure_views(self, views: MultiView) -> MultiView:
-        return with_local_crops(require_multiple_views(type(self).__name__, views), self.num_local_crops,
-                                self.local_crop_size)
+        return with_local_crops(super().configure_views(views), self.num_local_crops, self.local_crop_size)
 
     def on_step_start(self, progress: Progress) -> None:
         warmup = self.warmup_teacher_temperature_epochs

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from contrastkit.augment import MultiView
 from contrastkit.losses.swav import SwAVLoss
-from contrastkit.methods.base import Method, Progress, forward_views, require_multiple_views, with_local_crops
+from contrastkit.methods.base import Method, Progress, forward_views, with_local_crops
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import MLPHead, Prototypes
 
@@ -53,8 +53,7 @@ class SwAV(Method):
         self.local_crop_size = local_crop_size
 
     def configure_views(self, views: MultiView) -> MultiView:
-        return with_local_crops(require_multiple_views(type(self).__name__, views), self.num_local_crops,
-                                self.local_crop_size)
+        return with_local_crops(super().configure_views(views), self.num_local_crops, self.local_crop_size)
 
     def on_step_start(self, progress: Progress) -> None:
         self.prototypes.normalize_()
