@@ -174,3 +174,104 @@ def test_a_single_class_dataset_is_not_scored(tmp_path, capsys, run_cli):
     assert "has a single class, so kNN and linear-probe accuracy would be 1.0 by construction" in \
         capsys.readouterr().out
     assert "knn_top1" not in json.loads((run_dir / "summary.json").read_text())
+
+
+def test_embed_refuses_to_replace_files_unless_told_and_names_a_half_trained_checkpoint(tmp_path, capsys, run_cli):
+    run_dir = tmp_path / "run"
+
+    def stop_after_first_epoch(state):
+        if state.epoch == 1:
+            raise KeyboardInterrupt
+
+    from contrastkit import run_folder, runs
+    from contrastkit.config import Config
+
+    with pytest.raises(KeyboardInterrupt):
+        runs.train(Config(dataset="digits", epochs=3, batch_size=256, out=str(run_dir), progress=False,
+                          evaluate=False, plot=False), callbacks=[stop_after_first_epoch])
+    features = tmp_path / "features.npy"
+    features.write_bytes(b"my own file")
+    capsys.readouterr()
+    assert run_cli("embed", str(run_dir), "--out", str(features)) == 2
+    assert "already exist" in capsys.readouterr().err and features.read_bytes() == b"my own file"
+    assert run_cli("embed", str(run_dir), "--out", str(features), "--overwrite") == 0
+    out = capsys.readouterr().out
+    assert "holds the weights of epoch 1 of 3: its training has not finished" in out
+    assert f"contrastkit train --out {run_dir} --resume" in out
+    assert np.load(features).shape == (360, 128)
+    with run_folder.locked(run_dir):  # a training run holds the folder
+        assert run_cli("embed", str(run_dir), "--out", str(tmp_path / "other.npy")) == 2
+    assert "is in use by another contrastkit run" in capsys.readouterr().err
+    assert not (tmp_path / "other.npy").exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "plot", "embed"])
+def test_ctrl_c_in_eval_plot_or_embed_is_one_line_and_exit_130(tiny_run, tmp_path, monkeypatch, capsys, run_cli,
+                                                               command):
+    from contrastkit import runs
+
+    def pressed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs.Run, "features", pressed)
+    before = {path: path.read_bytes() for path in tiny_run.rglob("*") if path.is_file() and path.name != ".lock"}
+    extra = ["--out", str(tmp_path / "features.npy")] if command == "embed" else []
+    capsys.readouterr()
+    assert run_cli(command, str(tiny_run), *extra) == 130
+    err = capsys.readouterr().err
+    assert err.strip().startswith("interrupted; no file was left half-written") and err.strip().count("\n") == 0, err
+    assert {path: path.read_bytes() for path in before} == before
+    assert not (tmp_path / "features.npy").exists()
+
+
+def test_ctrl_c_during_the_evaluation_after_training_says_the_training_is_saved(tmp_path, monkeypatch, capsys,
+                                                                                run_cli):
+    from contrastkit import runs
+
+    def pressed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "_probe_results", pressed)
+    run_dir = tmp_path / "run"
+    assert run_cli("train", "--dataset", "digits", "--epochs", "1", "--out", str(run_dir), "progress=false") == 130
+    err = capsys.readouterr().err
+    assert f"interrupted after training, which finished: epoch 1 of 1 is checkpointed in {run_dir}" in err
+    assert f"contrastkit eval {run_dir}" in err
+
+
+def test_without_a_progress_bar_each_epoch_still_prints_its_line(tmp_path, capsys, run_cli):
+    assert run_cli("train", "--dataset", "digits", "--epochs", "1", "--batch-size", "256", "--out",
+                   str(tmp_path / "run"), "progress=false", "evaluate=false", "plot=false") == 0
+    out = capsys.readouterr().out
+    assert "1 epoch of 5 steps" in out and "epoch 1/1  loss " in out
+
+
+def test_the_quick_start_can_be_run_again_into_a_folder_of_its_own(tmp_path):
+    # The script itself, with setup and training stood in for: which --out does each run get?
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "scripts" / "quickstart.sh", scripts)
+    (scripts / "setup.sh").write_text("exit 0\n")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    stand_in = tmp_path / ".venv" / "bin" / "contrastkit"
+    stand_in.write_text('#!/usr/bin/env bash\nmkdir -p "$3" && echo "$@"\n')  # $3: the --out folder
+    stand_in.chmod(0o755)
+    outs = [subprocess.run(["bash", str(scripts / "quickstart.sh"), "--epochs", "1"], capture_output=True, text=True,
+                           check=True).stdout.split() for _ in range(3)]
+    assert [out[:3] for out in outs] == [["train", "--out", f"runs/quickstart{suffix}"] for suffix in ("", "-2", "-3")]
+    assert all(out[3:] == ["--epochs", "1"] for out in outs)
+
+
+def test_pack_shards_refuses_a_destination_inside_its_source(tmp_path, capsys, run_cli):
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / "tree" / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "tree" / name / "0.png")
+    assert run_cli("pack-shards", str(tmp_path / "tree"), str(tmp_path / "tree" / "shards")) == 2
+    assert "lies inside the source tree" in capsys.readouterr().err
+    assert not (tmp_path / "tree" / "shards").exists()

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from contrastkit.config import Config, load_yaml, parse_overrides, resolve, save_yaml, update
@@ -119,3 +121,106 @@ def test_the_config_offers_exactly_the_poolings_the_encoders_take():
 
     assert CHOICES["series_pooling"] == SERIES_POOLINGS
     assert CHOICES["pooling"] == POOLINGS
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"epochs": "many"}, "epochs must be an integer or empty (null), got 'many' (text)."),
+    ({"lr": [0.1]}, "lr must be a number or empty (null), got [0.1] (a list)."),
+    ({"compile": "sometimes"}, "compile must be true or false, got 'sometimes' (text)."),
+    ({"seed": True}, "seed must be an integer, got True (a true/false value)."),
+    ({"data_root": 3}, "data_root must be text or empty (null), got 3 (an integer)."),
+    ({"method_options": 5}, "method_options must be a mapping of option names to values, e.g. "
+                            "{queue_size: 8192}, got 5 (an integer)."),
+    ({"preset_options": None}, "preset_options cannot be empty; give it a mapping of option names to values, "
+                               "e.g. {min_scale: 0.5}."),
+    ({"momentum": None}, "momentum cannot be empty; give it a number."),
+], ids=["integer", "number", "true-or-false", "not-a-bool", "text", "mapping", "empty-mapping", "empty-number"])
+def test_type_errors_name_the_types_in_words_not_python(values, message):
+    # Before: "epochs must be int | None, got 'many' (str)", "method_options must be
+    # dict[str, typing.Any]": Python's annotations, for someone editing a YAML file.
+    with pytest.raises(ConfigError) as refused:
+        update(Config(), values)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("method, dataset, article", [("simcse", "cifar10", "an image"), ("byol", "stsb", "a text"),
+                                                      ("ts2vec", "digits", "an image")])
+def test_a_method_for_another_modality_names_it_with_the_right_article(method, dataset, article):
+    # Before: "choose a image method".
+    with pytest.raises(ConfigError, match=rf"; choose {article} method \(contrastkit list\)"):
+        resolve(Config(method=method, dataset=dataset))
+
+
+def test_every_field_names_its_type_in_words():
+    # A field of a type the messages have no words for would fail with a KeyError instead.
+    from contrastkit.config import FIELDS
+
+    for key in FIELDS:
+        expected = rf"^{key} must be .*, got <object .*> \(another kind of value\)\.$"
+        with pytest.raises(ConfigError, match=expected) as refused:
+            update(Config(), {key: object()})
+        assert not re.search(r"typing|\||\b(int|float|bool|str|dict|NoneType)\b", str(refused.value))
+
+
+def _image_tree(folder, side):
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (folder / label).mkdir(parents=True)
+        for index in range(6):
+            Image.new("RGB", (side, side), (index * 40, 90 if label == "a" else 200, 160)).save(
+                folder / label / f"{index}.png")
+    return folder
+
+
+def _jpeg_archive(path, side):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    parts = {}
+    for split in ("train", "test"):
+        blobs = []
+        for index in range(4):
+            buffer = io.BytesIO()
+            Image.new("RGB", (side, side), (index * 50, 100, 200)).save(buffer, format="JPEG")
+            blobs.append(np.frombuffer(buffer.getvalue(), dtype=np.uint8))
+        parts[f"{split}_jpeg"] = np.concatenate(blobs)
+        parts[f"{split}_offsets"] = np.cumsum([0] + [len(blob) for blob in blobs]).astype(np.int64)
+        parts[f"{split}_labels"] = np.arange(4, dtype=np.int64) % 2
+    np.savez(path, classes=np.array(["a", "b"]), **parts)
+    return path
+
+
+@pytest.mark.parametrize("layout", ["tree", "npz", "shards"])
+def test_the_recipe_follows_the_images_as_stored_whether_or_not_their_size_is_stated(tmp_path, layout):
+    from contrastkit.data import pack_shards
+
+    def data(side):
+        if layout == "npz":
+            return _jpeg_archive(tmp_path / f"images{side}.npz", side)
+        tree = _image_tree(tmp_path / f"tree{side}", side)
+        if layout == "tree":
+            return tree
+        pack_shards(tree, tmp_path / f"shards{side}")
+        return tmp_path / f"shards{side}"
+
+    recipe_keys = ("optimizer", "temperature", "lr", "weight_decay", "head", "cifar_stem", "backbone")
+    for side, expected in ((32, dict(optimizer="sgd", temperature=0.5, cifar_stem=True)),
+                           (96, dict(optimizer="lars", temperature=0.1, cifar_stem=False))):
+        path = str(data(side))
+        unstated, stated = resolve(Config(dataset=path)), resolve(Config(dataset=path, image_size=side))
+        assert {key: getattr(unstated, key) for key in recipe_keys} == \
+            {key: getattr(stated, key) for key in recipe_keys}, side
+        assert {key: getattr(unstated, key) for key in expected} == expected, side
+
+
+def test_config_yaml_records_the_preset_and_stem_a_run_used(tmp_path, run_cli):
+    tree = _image_tree(tmp_path / "tree", 16)
+    run_dir = tmp_path / "run"
+    assert run_cli("train", "--dataset", str(tree), "--epochs", "1", "--batch-size", "4", "--out", str(run_dir),
+                   "progress=false", "evaluate=false", "plot=false") == 0
+    saved = load_yaml(run_dir / "config.yaml")
+    assert saved["preset"] == "simclr_cifar" and saved["cifar_stem"] is True and saved["backbone"] == "resnet18"
+    assert None not in (saved["head"], saved["optimizer"], saved["temperature"], saved["lr"])

@@ -1,8 +1,12 @@
 """What a run folder guarantees: nobody else's files overwritten, one run at a time, truthful
 interrupts, resumes that survive kills and torn files."""
 
+import hashlib
 import os
 import random
+import resource
+import shlex
+import shutil
 import signal
 import stat
 import subprocess
@@ -57,10 +61,17 @@ def test_an_empty_folder_is_fine(tmp_path, run_cli):
 
 
 def test_files_are_made_with_the_users_umask(tmp_path):
-    run_dir = runs.train(digits_config(tmp_path / "run", epochs=1))
+    run_dir = runs.train(digits_config(tmp_path / "run", epochs=1, plot=True, embedding_method="pca"))
     expected = 0o666 & ~run_folder_umask()
-    for name in ("checkpoints/last.pt", "summary.json", "config.yaml"):
+    for name in ("checkpoints/last.pt", "summary.json", "config.yaml", "plots/training.png", "plots/embedding.png"):
         assert stat.S_IMODE((run_dir / name).stat().st_mode) == expected, name
+
+
+@pytest.mark.parametrize("argv", [["lr=-1"], ["--dataset", "no/such/folder"], ["--out", "new/deeper/run", "lr=-1"]])
+def test_a_refused_train_leaves_no_folder_behind(tmp_path, monkeypatch, run_cli, argv):
+    monkeypatch.chdir(tmp_path)  # the default folder, runs/<method>-<dataset>-<time>, would land here
+    assert run_cli("train", *argv, "--epochs", "1", "progress=false") == 2
+    assert list(tmp_path.iterdir()) == []
 
 
 def run_folder_umask():
@@ -199,6 +210,126 @@ def test_a_diverged_run_says_which_checkpoint_exists_on_a_closed_progress_bar(tm
     with pytest.raises(TrainingDiverged, match=message):
         trainer.fit()
     assert not getattr(tqdm, "_instances", set())  # no bar left open to glue the message onto
+
+
+# ----------------------------------------------------------------------------- moved, copied, started over
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in folder.rglob("*") if path.is_file()}
+
+
+def test_resume_continues_the_folder_on_the_command_line_wherever_the_run_was_made(tmp_path, monkeypatch, run_cli,
+                                                                                   ctrl_c_at_step):
+    runs_dir = tmp_path / "runs"
+    original = runs_dir / "original"
+    disarm = ctrl_c_at_step(30)  # in epoch 2 of 2, after epoch 1's checkpoint
+    assert run_cli("train", *TRAIN_ARGS, "--epochs", "2", "--out", str(original)) == 130
+    shutil.copytree(original, runs_dir / "copy")
+    shutil.move(original, runs_dir / "renamed")
+    # A new run at the old name, stopped in its second epoch too.
+    assert run_cli("train", *TRAIN_ARGS, "--epochs", "2", "--out", str(original), "seed=1") == 130
+    disarm()
+    before = file_hashes(original)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # a relative --out, from another folder than the run was made in
+    assert run_cli("train", "--out", "../runs/copy", "--resume") == 0
+    assert run_cli("train", "--out", str(runs_dir / "renamed"), "--resume") == 0
+    assert file_hashes(original) == before
+    for name in ("copy", "renamed"):
+        assert load_checkpoint(runs_dir / name / "checkpoints" / "last.pt")["trainer"]["epoch"] == 2, name
+    assert sorted(path.name for path in elsewhere.iterdir()) == []
+
+
+def test_a_damaged_checkpoint_names_the_command_that_starts_the_run_over(tmp_path, capsys, run_cli, ctrl_c_at_step):
+    folder = tmp_path / "run"
+    disarm = ctrl_c_at_step(30)
+    assert run_cli("train", *TRAIN_ARGS, "--epochs", "2", "--out", str(folder)) == 130
+    disarm()
+    (folder / "checkpoints" / "last.pt").write_bytes(b"half a checkpoint")
+    capsys.readouterr()
+    assert run_cli("train", "--out", str(folder), "--resume") == 2
+    err = capsys.readouterr().err
+    command = f"contrastkit train --config {folder / 'config.yaml'} --out {folder} --overwrite"
+    assert "cannot be read" in err and command in err and err.count("\n") == 1, err
+    assert run_cli("train", *TRAIN_ARGS, "--epochs", "2", "--out", str(folder)) == 2
+    assert "start it over with --overwrite" in capsys.readouterr().err
+    assert run_cli(*shlex.split(command)[1:]) == 0  # the command the message gave
+    assert load_checkpoint(folder / "checkpoints" / "last.pt")["trainer"]["epoch"] == 2
+    assert [record["step"] for record in read_metrics(folder / "metrics.jsonl")] == list(range(1, 2 * 22 + 1))
+
+
+def test_a_finished_run_is_trained_further_as_a_new_run_from_its_weights(tmp_path, capsys, run_cli):
+    folder = tmp_path / "run"
+    assert run_cli("train", *TRAIN_ARGS, "--epochs", "1", "--out", str(folder)) == 0
+    capsys.readouterr()
+    assert run_cli("train", "--out", str(folder), "--resume", "--epochs", "2") == 2
+    err = capsys.readouterr().err
+    suggested = f"contrastkit train --config {folder / 'config.yaml'} init_from={folder} --epochs N --out NEW_DIR"
+    assert "cannot change epochs" in err and suggested in err, err
+    more = tmp_path / "more"
+    # A learning rate too small to move a weight shows where the new run starts: at the old one's end.
+    command = suggested.replace("N --out NEW_DIR", f"1 --out {more}").split()[1:]
+    assert run_cli(*command, "lr=1e-30", "weight_decay=0") == 0
+    assert f"init_from: {folder}" in (more / "config.yaml").read_text()
+    trained = load_checkpoint(folder / "checkpoints" / "last.pt")["method"]
+    started = runs.Run.load(more).method
+    for name, parameter in started.named_parameters():
+        torch.testing.assert_close(parameter.detach(), trained[name], rtol=0, atol=1e-12, msg=name)
+    assert run_cli("train", "--config", str(folder / "config.yaml"), f"init_from={folder}", "--out", str(folder),
+                   "--overwrite") == 2
+    assert "is this run's own folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- faults of the machine
+
+
+def run_contrastkit(*args: str, limit_file_size: int | None = None, read_only: Path | None = None):
+    """``python -m contrastkit ARGS`` in a process of its own, optionally with a file-size limit
+    (``ulimit -f``: a write past it fails like one on a full disk) or with ``read_only`` mounted
+    read-only for it (as root: in a mount namespace of its own; otherwise by its permissions)."""
+    command = [sys.executable, "-m", "contrastkit", *args]
+    if read_only is not None and os.geteuid() == 0:
+        if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode != 0:
+            pytest.skip("as root, a read-only folder needs `unshare -m` (util-linux) to mount it read-only")
+        command = ["unshare", "-m", "sh", "-c", 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"',
+                   str(read_only), *command]
+    elif read_only is not None:
+        read_only.chmod(0o555)
+
+    def limit() -> None:
+        if limit_file_size is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG rather than die
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
+
+    env = dict(os.environ, PYTHONPATH=str(Path(runs.__file__).resolve().parents[1]), OMP_NUM_THREADS="1")
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, preexec_fn=limit)
+
+
+def test_a_read_only_out_folder_is_one_clear_line(tmp_path):
+    locked_away = tmp_path / "read-only"
+    locked_away.mkdir()
+    result = run_contrastkit("train", *TRAIN_ARGS, "--epochs", "1", "--out", str(locked_away / "run"),
+                             read_only=locked_away)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"contrastkit: error: cannot write into {locked_away / 'run'} (")
+    assert "choose a folder you can write to" in result.stderr and result.stderr.count("\n") == 1
+    assert list(locked_away.iterdir()) == []
+
+
+def test_a_checkpoint_that_does_not_fit_on_the_disk_is_one_clear_line_and_the_last_one_is_kept(tmp_path):
+    folder = tmp_path / "run"
+    assert subprocess.run(cli_command(folder, 1), capture_output=True).returncode == 0
+    size = (folder / "checkpoints" / "last.pt").stat().st_size
+    # Room for the logs and every smaller file, not for a checkpoint of this size.
+    result = run_contrastkit("train", *TRAIN_ARGS, "--epochs", "2", "--out", str(tmp_path / "second"),
+                             limit_file_size=size // 2)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("contrastkit: error: could not write the checkpoint of epoch 1 to ")
+    assert "File too large" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert not list((tmp_path / "second").rglob("*.tmp"))
 
 
 # ----------------------------------------------------------------------------- killed, then resumed

@@ -23,6 +23,31 @@ def check_finite(name: str, tensor: torch.Tensor) -> None:
         )
 
 
+# The largest logit scale (1/temperature) the CLIP and SigLIP losses take: ten times CLIP's cap of
+# 100, leaving room for SigLIP, which learns its scale without a cap. So the scales in use pass,
+# while a scale given where its log belongs (SigLIP's 10, CLIP's 1/0.07 = 14.3 or 100, as
+# open_clip's losses take it) is refused before exp() makes it e^10 or more: e^s is inf in float32
+# from s = 88.7, and the loss NaN (inf - inf, in the similarity sums and the softmax).
+MAX_LOGIT_SCALE = 1000.0
+
+
+def check_log_scale(loss: str, name: str, log_scale: torch.Tensor) -> None:
+    """Raise InputError unless the 0-dim ``log_scale`` is finite and at most log(MAX_LOGIT_SCALE).
+
+    Costs one device-to-host sync. ``loss`` names the caller in the message.
+    """
+    value = float(log_scale.detach())
+    if not math.isfinite(value):
+        check_finite(name, log_scale)  # raises, with the message every non-finite tensor gets
+    # float32 rounds log(1000) up by one unit in the last place; that is still the cap.
+    limit = math.log(MAX_LOGIT_SCALE)
+    if value > limit * (1 + torch.finfo(torch.float32).eps):
+        overflow = " (inf in float32)" if value > math.log(torch.finfo(torch.float32).max) else ""
+        raise InputError(f"{loss} got {name} = {value:g}, a logit scale of e^{value:g}{overflow}: {name} is the log "
+                         f"of the scale (log 1/temperature), at most log({MAX_LOGIT_SCALE:g}) = {limit:.4f}; for a "
+                         f"scale of {value:g} pass math.log({value:g}) = {math.log(value):.4f}.")
+
+
 def check_ndim(name: str, tensor: torch.Tensor, ndim: int, layout: str) -> None:
     """Raise InputError unless ``tensor`` has ``ndim`` dimensions (``layout`` names them, e.g. "(N, D)")."""
     if not isinstance(tensor, torch.Tensor):

@@ -1,10 +1,10 @@
 """Command line: argument parsing only; the work is done by contrastkit.runs.
 
     contrastkit train [--config FILE.yaml] [--method simclr] [--dataset NAME|PATH] [--backbone NAME]
-                      [--epochs N] [--batch-size N] [--device auto|cpu|cuda|cuda:N] [--out DIR] [--resume]
-                      [key=value ...]
+                      [--epochs N] [--batch-size N] [--device auto|cpu|cuda|cuda:N] [--out DIR]
+                      [--resume | --overwrite] [key=value ...]
     contrastkit eval RUN_DIR [--protocol knn|linear]
-    contrastkit embed RUN_DIR --out FILE.npy|DIR [--split test|train]
+    contrastkit embed RUN_DIR --out FILE.npy|DIR [--split test|train] [--overwrite]
     contrastkit plot RUN_DIR
     contrastkit list
     contrastkit --version
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
 import sys
 import traceback
@@ -63,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     train.add_argument("--out", help="run folder (default runs/<method>-<dataset>-<time>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    start = train.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    start.add_argument("--overwrite", action="store_true",
+                       help="start the run in --out over from epoch 1 (deletes its checkpoint, logs, plots, summary)")
     train.add_argument("--help-config", action="store_true",
                        help="list every config key with the value the given method and dataset will use")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="any config key, e.g. lr=0.1")
@@ -77,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("run_dir", type=Path)
     embed.add_argument("--out", type=Path, required=True, help="output FILE.npy, or a folder for <split>.npy")
     embed.add_argument("--split", choices=["test", "train"], default="test")
+    embed.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
 
     plot = commands.add_parser("plot", help="plot the loss curve and a 2-D map of the test embeddings")
     plot.add_argument("run_dir", type=Path)
@@ -115,10 +120,16 @@ def _train_config(args: argparse.Namespace) -> config_module.Config:
     keys = {key.partition(".")[0] for key in values} - {"out", *config_module.RUNTIME_KEYS}
     changed = sorted(key for key in keys if getattr(config, key) != getattr(saved, key))
     if changed:
+        extend = (f" To train it for more epochs, start a new run from its weights (a new learning-rate schedule): "
+                  f"contrastkit train --config {saved_path} init_from={values['out']} --epochs N --out NEW_DIR"
+                  if "epochs" in changed else "")
         raise ContrastkitError(f"--resume continues the run with its saved config.yaml, so it cannot "
-                               f"change {', '.join(changed)}; drop those options or start a new run.")
-    # Runtime settings not given again keep their saved values (a run saved with evaluate=false stays so).
-    return config_module.update(saved, {key: values[key] for key in values if key in config_module.RUNTIME_KEYS})
+                               f"change {', '.join(changed)}; drop those options or start a new run.{extend}")
+    # The folder is the one named on the command line, wherever the run was made (a moved or copied
+    # run folder records its old place); runtime settings not given again keep their saved values
+    # (a run saved with evaluate=false stays so).
+    resumed = {key: values[key] for key in values if key in config_module.RUNTIME_KEYS}
+    return config_module.update(saved, {**resumed, "out": values["out"]})
 
 
 def _help_config(args: argparse.Namespace) -> str:
@@ -130,7 +141,8 @@ def _help_config(args: argparse.Namespace) -> str:
              "key: value in --config FILE.yaml); the values shown are the ones this run would use:"]
     for field in dataclasses.fields(config_module.Config):
         value = getattr(config, field.name)
-        shown = "(below)" if field.name == "method_options" else "(unset)" if value is None else repr(value)
+        shown = ("(below)" if field.name == "method_options" else "(the dataset's)" if field.name == "preset"
+                 and value is None else "(unset)" if value is None else repr(value))
         allowed = config_module.CHOICES.get(field.name)
         description = config_module.DESCRIPTIONS[field.name] + (f" [{' | '.join(allowed)}]" if allowed else "")
         lines.append(f"  {field.name:<20} {shown:<22} {description}")
@@ -215,22 +227,47 @@ def run(argv: Sequence[str] | None = None) -> int:
             return 0
         config = _train_config(args)
         try:
-            runs.train(config, resume=args.resume)
+            runs.train(config, resume=args.resume, overwrite=args.overwrite)
         except KeyboardInterrupt as interrupt:
             print(f"\n{interrupt}" if isinstance(interrupt, runs.RunInterrupted) else "\ninterrupted",
                   file=sys.stderr)
             return 130
         return 0
-    run_ = runs.Run.load(args.run_dir)
-    if args.command == "embed":  # reads the run folder only
-        runs.embed(run_, args.out, split=args.split)
-        return 0
-    with run_folder.locked(args.run_dir, action=args.command):  # writes summary.json or plots/
-        if args.command == "eval":
-            runs.evaluate(run_, args.run_dir, protocols=args.protocol or runs.PROTOCOLS)
-        else:
-            runs.plot(run_, args.run_dir)
+    try:
+        # Checked before the lock, which would make a folder that is not there; locked, so that no
+        # training changes the checkpoint while it is read.
+        runs.check_run_folder(args.run_dir)
+        with run_folder.locked(args.run_dir, action=args.command):
+            run_ = runs.Run.load(args.run_dir)
+            if args.command == "embed":
+                runs.embed(run_, args.out, split=args.split, overwrite=args.overwrite)
+            elif args.command == "eval":
+                runs.evaluate(run_, args.run_dir, protocols=args.protocol or runs.PROTOCOLS)
+            else:
+                runs.plot(run_, args.run_dir)
+    except KeyboardInterrupt:
+        # Every file is replaced whole (written aside, then renamed), so none is left half-written.
+        print(f"\ninterrupted; no file was left half-written. Run the same `contrastkit {args.command}` command "
+              "again to finish it.", file=sys.stderr)
+        return 130
     return 0
+
+
+# What the user can do about an operating-system error, by its errno.
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "free space on that disk or choose another folder (--out)",
+    errno.EDQUOT: "free space within your quota or choose another folder (--out)",
+    errno.EFBIG: "the file-size limit (ulimit -f) is too small for it; raise it or choose another folder",
+    errno.EACCES: "choose a folder you can write to (--out)",
+    errno.EPERM: "choose a folder you can write to (--out)",
+    errno.EROFS: "the file system is read-only; choose a folder on a writable one (--out)",
+}
+
+
+def _os_error_line(error: OSError) -> str:
+    where = f" {error.filename}" if error.filename else ""
+    hint = _OS_ERROR_HINTS.get(error.errno, "check the path and try again")
+    return f"cannot use{where}: {error.strerror or error}; {hint}."
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -238,6 +275,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(run(argv))
     except ContrastkitError as error:
         print(f"contrastkit: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, always
+        sys.exit(2)
+    except OSError as error:  # the environment, not a bug: a full disk, a read-only folder, a missing path
+        print(f"contrastkit: error: {' '.join(_os_error_line(error).split())}", file=sys.stderr)
         sys.exit(2)
     except Exception as error:  # a bug of ours: still one line, the traceback on request
         if os.environ.get("CONTRASTKIT_DEBUG"):

@@ -53,6 +53,7 @@ class Config:
     warmup_epochs: float | None = None
     lr_schedule: str | None = None
     seed: int = 0
+    init_from: str | None = None  # a run folder whose last weights this run starts from
     device: str = "auto"
     data_placement: str = "auto"  # where images live while training: device, host (pinned) or stream (files)
     precision: str = "auto"
@@ -93,7 +94,7 @@ RECIPES: dict[str, dict[str, Any]] = {
                    methods={"barlow_twins": dict(hidden_dim=512, projection_dim=512),
                             # Digits are not mirror-symmetric: their own crop and rotation, no flip.
                             "clip": dict(preset="digits"), "siglip": dict(preset="digits")}),
-    "cifar10": dict(image_side=32, backbone="resnet18", cifar_stem=True, epochs=200, batch_size=512, knn_k=200),
+    "cifar10": dict(image_side=32, backbone="resnet18", epochs=200, batch_size=512, knn_k=200),
     # Text: fine-tune a pretrained sentence encoder (all-MiniLM-L6-v2 loads offline from its package).
     # STS-B: 2 epochs of batch 16 take 6.5 minutes on two CPU cores and lift CoSENT's test Spearman
     # from 0.820 to 0.858 (benchmarks/RESULTS.md); batch 64 for 4 epochs reached only 0.832.
@@ -133,7 +134,8 @@ DESCRIPTIONS: dict[str, str] = {
                  "$CONTRASTKIT_DATA or ~/.cache/contrastkit",
     "image_size": "side the images are resized to when loaded; unset: as stored",
     "backbone": "encoder (contrastkit list), or timm:<name>",
-    "cifar_stem": "ResNets: 3x3 stride-1 stem without max-pool, for 32x32 images",
+    "cifar_stem": ("ResNets: 3x3 stride-1 stem without max-pool; unset: on for images of side <= 64 (the CIFAR "
+                   "recipes), off above"),
     "preset": "augmentation preset (contrastkit list); unset: the dataset's",
     "preset_options": "the preset's options, e.g. {jitter_strength: 0.5}",
     "method_options": "the method's own options (listed below); method_options.NAME=value sets one",
@@ -158,6 +160,8 @@ DESCRIPTIONS: dict[str, str] = {
     "warmup_epochs": "linear warm-up to the peak learning rate, in epochs; unset: the recipe's",
     "lr_schedule": "after the warm-up: cosine (decay to 0) or constant (the peak); unset: the recipe's",
     "seed": "seed of the initial weights, the data order and the augmentations, in [0, 2**32)",
+    "init_from": ("a run folder: start from the weights of its last checkpoint (same method, backbone and "
+                  "head), with a new optimizer and learning-rate schedule; how to train a finished run further"),
     "device": "auto, cpu, cuda or cuda:N",
     "data_placement": ("device: the whole uint8 dataset on the device; host: decoded in pinned host memory; "
                        "stream: kept in its files (an ImageFolder tree or tar shards) and decoded a batch at a "
@@ -200,6 +204,25 @@ def _unknown_key(key: str) -> ConfigError:
                        "to list the keys.")
 
 
+# The config's types and YAML's values in the words of someone editing a config file, to whom the
+# annotations themselves (dict[str, typing.Any], int | None) mean nothing.
+_EXPECTED_IN_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text",
+                      dict: "a mapping of option names to values", type(None): "empty (null)"}
+_GIVEN_IN_WORDS = {bool: "a true/false value", int: "an integer", float: "a number", str: "text", list: "a list",
+                   dict: "a mapping"}
+_OPTIONS_EXAMPLES = {"method_options": "{queue_size: 8192}", "preset_options": "{min_scale: 0.5}"}
+
+
+def _expected_in_words(key: str, options: tuple[Any, ...]) -> str:
+    """What the field ``key`` takes, e.g. "an integer or empty (null)", from its annotation's options."""
+    words = []
+    for option in options:
+        base = typing.get_origin(option) or option
+        example = f", e.g. {_OPTIONS_EXAMPLES[key]}" if base is dict and key in _OPTIONS_EXAMPLES else ""
+        words.append(_EXPECTED_IN_WORDS[base] + example)
+    return " or ".join(words)
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Check ``value`` against the field's annotation, converting where it is lossless (int -> float)."""
     annotation = typing.get_type_hints(Config)[key]
@@ -207,7 +230,7 @@ def _coerce(key: str, value: Any) -> Any:
     if value is None:
         if type(None) in options:
             return None
-        raise ConfigError(f"{key} cannot be empty; give it a value of type {annotation}.")
+        raise ConfigError(f"{key} cannot be empty; give it {_expected_in_words(key, options)}.")
     for option in options:
         base = typing.get_origin(option) or option
         if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -228,7 +251,8 @@ def _coerce(key: str, value: Any) -> Any:
             if not all(isinstance(name, str) for name in value):
                 raise ConfigError(f"{key} takes option names as keys, got {value!r}.")
             return value
-    raise ConfigError(f"{key} must be {annotation}, got {value!r} ({type(value).__name__}).")
+    given = _GIVEN_IN_WORDS.get(type(value), "another kind of value")
+    raise ConfigError(f"{key} must be {_expected_in_words(key, options)}, got {value!r} ({given}).")
 
 
 def update(config: Config, values: Mapping[str, Any]) -> Config:
@@ -323,13 +347,31 @@ def modality(dataset: str, method: str | None = None) -> str:
     return "image"
 
 
-def recipe_key(config: Config) -> str:
-    """Which of a method's recipes applies: "text", "image_text", or for images "small"
-    (CIFAR-size, side <= 64) or "large" (ImageNet-size)."""
-    kind = modality(config.dataset, config.method)
+def _modality_for_people(kind: str) -> str:
+    """A :func:`modality` as a sentence names it, with its article.
+
+    Example:
+        >>> [_modality_for_people(kind) for kind in ("image", "image_text", "text", "series")]
+        ['an image', 'an image-text', 'a text', 'a series']
+    """
+    words = kind.replace("_", "-")
+    return f"{'an' if words[0] in 'aeiou' else 'a'} {words}"
+
+
+def image_side(config: Config) -> int | None:
+    """The side of the run's images: ``image_size``, else the dataset recipe's, else as stored (read
+    from one image of a dataset path); None where nothing tells (text, series, a missing path)."""
+    from contrastkit.data.datasets import stored_image_side
+
+    side = config.image_size or RECIPES.get(config.dataset, {}).get("image_side")
+    return side if side is not None else stored_image_side(config.dataset)
+
+
+def recipe_key(kind: str, side: int | None) -> str:
+    """Which of a method's recipes applies to ``kind`` of data ("text", "image_text", "series"), or
+    for images of ``side`` pixels "small" (CIFAR-size, side <= 64) or "large" (ImageNet-size)."""
     if kind != "image":
         return kind
-    side = config.image_size or RECIPES.get(config.dataset, {}).get("image_side")
     return "small" if side is not None and side <= SMALL_IMAGE_SIDE else "large"
 
 
@@ -339,26 +381,32 @@ def resolve(config: Config) -> Config:
 
     method = METHODS.get(config.method)
     kind = modality(config.dataset, config.method)
+    data = kind.replace("_", "-")  # "image-text", as a sentence says it
     if kind not in method.modalities:
-        raise ConfigError(f"{config.method} trains on {' or '.join(method.modalities)} data, but {config.dataset!r} is "
-                          f"{kind}; choose a {kind} method (contrastkit list) or another dataset.")
+        trains_on = " or ".join(name.replace("_", "-") for name in method.modalities)
+        raise ConfigError(f"{config.method} trains on {trains_on} data, but {config.dataset!r} is {data} data; "
+                          f"choose {_modality_for_people(kind)} method (contrastkit list) or another dataset.")
     if config.data_placement == "stream" and kind != "image":
         raise ConfigError(f"data_placement=stream streams image datasets from their files; {config.dataset!r} is "
-                          f"{kind} data for {config.method}, which is held in memory. Use data_placement=auto.")
+                          f"{data} data for {config.method}, which is held in memory. Use data_placement=auto.")
     default = {"text": DEFAULT_TEXT_RECIPE, "series": DEFAULT_SERIES_RECIPE}.get(kind, DEFAULT_RECIPE)
     dataset_recipe = dict(RECIPES.get(config.dataset, default))
     dataset_recipe.pop("image_side", None)
     per_method = dataset_recipe.pop("methods", {}).get(config.method, {})
-    recipe = {**FALLBACKS, **dataset_recipe, **method.recipes.get(recipe_key(config), {}), **per_method}
+    side = image_side(config) if kind in ("image", "image_text") else None
+    recipe = {**FALLBACKS, **dataset_recipe, **method.recipes.get(recipe_key(kind, side), {}), **per_method}
     lr_per_256 = recipe.pop("lr_per_256")
     options = {**recipe.pop("method_options", {}), **config.method_options}
     filled = {key: value for key, value in recipe.items() if getattr(config, key) is None}
     config = dataclasses.replace(config, **filled, method_options=method.options(options))
     if config.sync_batchnorm is None:
         config = dataclasses.replace(config, sync_batchnorm=method.sync_batchnorm)
-    if "cifar_stem" in filled and not config.backbone.startswith("resnet"):
-        # The dataset's recipe speaks of its ResNet; another backbone the user chose has no such stem.
-        config = dataclasses.replace(config, cifar_stem=False)
+    if config.cifar_stem is None:
+        # CIFAR-size images keep their resolution through a ResNet's 3x3 stride-1 stem, as in the
+        # CIFAR recipes of SimCLR, lightly and solo-learn; larger images and other backbones take
+        # their usual stem.
+        small = side is not None and side <= SMALL_IMAGE_SIDE
+        config = dataclasses.replace(config, cifar_stem=small and config.backbone.startswith("resnet"))
     if config.lr is None:
         # The linear scaling rule of SimCLR's and lightly's recipes.
         config = dataclasses.replace(config, lr=lr_per_256 * config.batch_size / 256)

@@ -1,13 +1,16 @@
 """What a run folder guarantees: one writer at a time, nobody else's files overwritten, no torn files.
 
-* A run holds an exclusive lock on ``<run>/.lock`` for its whole life (training, evaluation, plots),
-  so a second process aimed at the same folder is refused instead of interleaving its logs. The
+* A run holds an exclusive lock on ``<run>/.lock`` for its whole life (training, evaluation, plots;
+  ``eval``, ``plot`` and ``embed`` take it too), so a second process aimed at the same folder is
+  refused instead of interleaving its logs or reading a half-trained checkpoint. The
   operating system drops the lock when its process dies, however it dies, so the lock of a killed
   run is taken over by the next one without asking; the file's text only names the holder.
 * ``.lock`` (or, for folders of older versions, ``checkpoints/last.pt``) marks a folder as a run:
   a non-empty folder without it belongs to someone else and is never written into.
-* Files are replaced atomically (:mod:`contrastkit.train.checkpoint`); the temporary files a kill
+* Files are replaced atomically (:mod:`contrastkit._atomic`); the temporary files a kill
   leaves behind are deleted when the lock is next taken.
+* A folder the lock made for a run that was then refused (before writing anything) is removed
+  again, with the parents made for it, so a typo leaves no empty run folder behind.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import time
 from pathlib import Path
 from typing import IO, Iterator
 
+from contrastkit._atomic import remove_orphaned_temporaries
 from contrastkit.errors import ContrastkitError
-from contrastkit.train.checkpoint import remove_orphaned_temporaries
 
 if os.name == "nt":
     import msvcrt
@@ -80,14 +83,21 @@ def locked(folder: str | os.PathLike, action: str = "training") -> Iterator[Path
     """
     folder = Path(folder)
     check_usable(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    # The folder and its parents that this call makes: removed again if the run is refused.
+    created = [place for place in (folder, *folder.parents) if not place.exists()]
     lock_path = folder / LOCK_NAME
-    lock_path.touch(exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock_path.touch(exist_ok=True)
+    except OSError as error:
+        raise ContrastkitError(f"cannot write into {folder} ({error.strerror}); choose a folder you can write to "
+                               "(--out DIR).") from error
     with open(lock_path, "r+") as file:
         if not _try_lock(file):
             holder = file.read().strip() or "another process"
+            other_folder = " or choose another --out folder" if action == "training" else ""
             raise ContrastkitError(f"{folder} is in use by another contrastkit run ({holder}); wait for it to "
-                                   "finish or choose another --out folder.")
+                                   f"finish{other_folder}.")
         try:
             file.seek(0)
             file.truncate()
@@ -98,10 +108,27 @@ def locked(folder: str | os.PathLike, action: str = "training") -> Iterator[Path
                 if place.is_dir():
                     remove_orphaned_temporaries(place)
             yield folder
+        except BaseException:
+            if created:
+                _remove_if_unused(created)
+            raise
         finally:
             file.seek(0)
             file.truncate()
             _unlock(file)
+
+
+def _remove_if_unused(created: list[Path]) -> None:
+    """Remove the folders a refused run made (deepest first, ``created[0]`` the run folder) while
+    they hold nothing but its lock, so that a typo leaves no empty run folder behind."""
+    folder = created[0]
+    if [entry.name for entry in folder.iterdir()] != [LOCK_NAME]:
+        return
+    (folder / LOCK_NAME).unlink()
+    for place in created:
+        if any(place.iterdir()):
+            break
+        place.rmdir()
 
 
 def start_over(folder: Path) -> None:

@@ -16,6 +16,7 @@ and labels.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from datetime import datetime
@@ -28,6 +29,7 @@ import torch.distributed as dist
 
 from contrastkit import config as config_module
 from contrastkit import run_folder
+from contrastkit._wording import counted
 from contrastkit.augment import ImageTextViews, MultiView, TextViews, preset, text_preset
 from contrastkit.config import Config
 from contrastkit.augment.series import series_preset
@@ -46,6 +48,7 @@ from contrastkit.models import create_backbone
 from contrastkit.models.series import list_series_backbones, pooled
 from contrastkit.models.text import DEFAULT_TEXT_ENCODER
 from contrastkit.train import Trainer, TrainerState, create_optimizer, load_checkpoint, read_metrics, write_atomic
+from contrastkit.train.checkpoint import UnreadableCheckpoint
 from contrastkit.train.distributed import (ProcessGroup, convert_sync_batchnorm, init_process_group,
                                            launcher_environment)
 
@@ -92,7 +95,6 @@ class Run:
 
     def __init__(self, config: Config,
                  splits: DatasetSplits | TextSplits | ImageTextSplits | SeriesSplits | None = None) -> None:
-        self.config = config
         self.device = pick_device(config.device)
         self.modality = config_module.modality(config.dataset, config.method)
         self.precision = config.precision if config.precision != "auto" else (
@@ -106,6 +108,8 @@ class Run:
             self._build_series(config, method_class, splits)
         else:
             self._build_image(config, method_class, splits)
+        # What ran, so that config.yaml names the preset a dataset's default stood for.
+        self.config = dataclasses.replace(config, preset=self.preset)
 
     def _build_text(self, config: Config, method_class: type[Method], splits: TextSplits | None) -> None:
         if not config.backbone.startswith("hf:"):
@@ -115,8 +119,9 @@ class Run:
         torch.manual_seed(config.seed)
         backbone = create_backbone(config.backbone, pooling=config.pooling, max_length=config.max_length)
         self.method: Method = method_class.from_config(backbone, config).to(self.device)
-        self.augment: MultiView | TextViews | ImageTextViews = text_preset(config.preset or "dropout",
-                                                                           backbone.tokenize, device=self.device)
+        self.preset = config.preset or "dropout"
+        self.augment: MultiView | TextViews | ImageTextViews = text_preset(self.preset, backbone.tokenize,
+                                                                           device=self.device)
 
     def _build_image(self, config: Config, method_class: type[Method], splits: DatasetSplits | None) -> None:
         self._check_image_backbone(config)
@@ -157,7 +162,8 @@ class Run:
         torch.manual_seed(config.seed)
         backbone = pooled(create_backbone(config.backbone, in_channels=self.splits.channels), config.series_pooling)
         self.method = method_class.from_config(backbone, config).to(self.device)
-        views = series_preset(config.preset or "simclr", **config.preset_options)
+        self.preset = config.preset or "simclr"
+        views = series_preset(self.preset, **config.preset_options)
         self.augment = self.method.configure_views(views).to(self.device)
 
     @staticmethod
@@ -175,7 +181,8 @@ class Run:
         return method_class.from_config(backbone, config).to(self.device)
 
     def _image_views(self, config: Config) -> MultiView:
-        views = preset(config.preset or self.splits.default_preset, size=config.image_size or self.splits.image_size,
+        self.preset = config.preset or self.splits.default_preset
+        views = preset(self.preset, size=config.image_size or self.splits.image_size,
                        mean=self.splits.mean, std=self.splits.std, **config.preset_options)
         views.backend = config.augment_backend
         views.channels_last = config.channels_last  # the views are made in the model's layout
@@ -183,15 +190,22 @@ class Run:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "Run":
-        """Rebuild a trained run from its folder (config.yaml and checkpoints/last.pt)."""
-        run_dir = Path(run_dir)
-        if not (run_dir / "config.yaml").is_file():
-            raise ContrastkitError(f"{run_dir} is not a run folder (no config.yaml); give the --out folder "
-                                   "of a `contrastkit train` run.")
+        """Rebuild a trained run from its folder (config.yaml and checkpoints/last.pt); says so when
+        the checkpoint is of an unfinished run."""
+        run_dir = check_run_folder(run_dir)
         config = config_module.update(Config(), config_module.load_yaml(run_dir / "config.yaml"))
         run = cls(config)
-        checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=run.device)
+        try:
+            checkpoint = load_checkpoint(run_dir / run_folder.CHECKPOINT, map_location=run.device)
+        except UnreadableCheckpoint as error:
+            raise UnreadableCheckpoint(f"{error} To train the run again from epoch 1: {_overwrite_command(run_dir)}") \
+                from error
         run.method.load_state_dict(checkpoint["method"])
+        epoch = checkpoint["trainer"]["epoch"]
+        if epoch < config.epochs:
+            print(f"note: {run_dir} holds the weights of epoch {epoch} of {config.epochs}: its training has not "
+                  f"finished (or is still under way). Continue it with: contrastkit train --out {run_dir} --resume",
+                  flush=True)
         return run
 
     def features(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,26 +225,48 @@ class Run:
         return features, data.labels
 
 
+def check_run_folder(run_dir: str | Path) -> Path:
+    """``run_dir`` as a Path, refused unless a ``contrastkit train`` run was made there."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ContrastkitError(f"{run_dir} is not a run folder (no config.yaml); give the --out folder "
+                               "of a `contrastkit train` run.")
+    return run_dir
+
+
+def _overwrite_command(run_dir: Path) -> str:
+    """The command that trains the run in ``run_dir`` again from epoch 1, with its saved config."""
+    return f"contrastkit train --config {run_dir / 'config.yaml'} --out {run_dir} --overwrite"
+
+
 def default_run_dir(config: Config) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     dataset = Path(config.dataset).name or "data"
     return Path("runs") / f"{config.method}-{dataset}-{stamp}"
 
 
-def train(config: Config, *, resume: bool = False,
+def train(config: Config, *, resume: bool = False, overwrite: bool = False,
           callbacks: Sequence[Callable[[TrainerState], None]] = ()) -> Path:
     """Pretrain, then (if ``config.evaluate``) evaluate and plot; returns the run folder.
 
     Under a launcher (torchrun, srun) every process calls this: they train together, and rank 0
     alone prepares and writes the run folder, evaluates and plots, while the others wait.
+
+    Args:
+        config: the run's config (unset keys are filled from the recipes).
+        resume: continue the run in ``config.out`` from its last checkpoint, with its saved config.
+        overwrite: start the run in ``config.out`` over, deleting what an earlier run wrote there.
+        callbacks: called with the trainer's state after every epoch's checkpoint.
     """
+    if resume and overwrite:
+        raise ContrastkitError("resume continues the run in the folder and overwrite starts it over; choose one.")
     already_running = dist.is_available() and dist.is_initialized()
     group = init_process_group(pick_device(config.device))
     try:
         # Recorded, whatever the config said (a resumed run may have started on another number).
         config = config_module.update(config, {"world_size": group.world_size})
         if group.is_main:
-            out_dir = _train_main(config, resume, callbacks, group)
+            out_dir = _train_main(config, resume, overwrite, callbacks, group)
         else:
             out_dir = _train_prepared(*_from_main(group, None), callbacks, group)
         if group.world_size > 1:
@@ -243,7 +279,7 @@ def train(config: Config, *, resume: bool = False,
             dist.destroy_process_group()
 
 
-def _train_main(config: Config, resume: bool, callbacks: Sequence[Callable[[TrainerState], None]],
+def _train_main(config: Config, resume: bool, overwrite: bool, callbacks: Sequence[Callable[[TrainerState], None]],
                 group: ProcessGroup) -> Path:
     with contextlib.ExitStack() as stack:
         # Rank 0 alone checks, locks and prepares the folder, then hands every process the
@@ -254,7 +290,7 @@ def _train_main(config: Config, resume: bool, callbacks: Sequence[Callable[[Trai
                 raise ContrastkitError(f"nothing to resume in {out_dir}: it holds no config.yaml. "
                                        "Start the run without --resume.")
             stack.enter_context(run_folder.locked(out_dir))
-            prepared = _prepare_folder(config, out_dir, resume)
+            prepared = _prepare_folder(config, out_dir, resume, overwrite)
         except ContrastkitError as error:
             _from_main(group, error)
         return _train_prepared(*_from_main(group, prepared), callbacks, group)
@@ -273,6 +309,9 @@ def _from_main(group: ProcessGroup, value: Any) -> Any:
 def _train_prepared(config: Config, out_dir: Path, resume: bool,
                     callbacks: Sequence[Callable[[TrainerState], None]], group: ProcessGroup) -> Path:
     run = Run(config)
+    config = run.config
+    if config.init_from and not resume:
+        _load_initial_weights(run.method, Path(config.init_from), run.device)
     if group.world_size > 1 and config.method_options.get("grad_cache_chunk_size"):
         raise ContrastkitError("grad_cache_chunk_size trains one process's batch in chunks and is not yet combined "
                                "with several processes; unset it, or train on one process.")
@@ -307,13 +346,16 @@ def _train_prepared(config: Config, out_dir: Path, resume: bool,
                       find_unused_parameters=run.modality in ("text", "image_text"))
     if group.is_main:
         processes = f" x {group.world_size} processes" if group.world_size > 1 else ""
-        print(f"training {config.method} on {config.dataset} ({len(run.splits.train)} samples) with "
-              f"{config.backbone} on {run.device}{processes}, {config.epochs} epochs of {len(loader)} steps -> "
-              f"{out_dir}", flush=True)
+        print(f"training {config.method} on {config.dataset} ({counted(len(run.splits.train), 'sample')}) with "
+              f"{config.backbone} on {run.device}{processes}, {counted(config.epochs, 'epoch')} of "
+              f"{counted(len(loader), 'step')} -> {out_dir}", flush=True)
     try:
         state = trainer.fit(resume=resume)
     except KeyboardInterrupt:
         raise RunInterrupted(_interrupted_message(out_dir, trainer.checkpointed_epoch, config.epochs)) from None
+    except UnreadableCheckpoint as error:
+        raise UnreadableCheckpoint(f"{error} To start the run over from epoch 1: {_overwrite_command(out_dir)}") \
+            from error
     if not group.is_main:
         return out_dir
     summary = {"train_seconds": round(state.train_seconds, 2), "epochs": state.epoch, "steps": state.step,
@@ -324,14 +366,33 @@ def _train_prepared(config: Config, out_dir: Path, resume: bool,
         if loader.skipped:
             print(f"note: {loader.skipped} unreadable image(s) were skipped while streaming", flush=True)
     _write_json_atomic(summary, out_dir / "summary.json")
-    if config.evaluate:
-        evaluate(run, out_dir)
-    if config.plot:
-        plot(run, out_dir)
+    try:
+        if config.evaluate:
+            evaluate(run, out_dir)
+        if config.plot:
+            plot(run, out_dir)
+    except KeyboardInterrupt:
+        raise RunInterrupted(f"interrupted after training, which finished: epoch {config.epochs} of {config.epochs} "
+                             f"is checkpointed in {out_dir}. Evaluate and plot it with: contrastkit eval {out_dir} && "
+                             f"contrastkit plot {out_dir}") from None
     return out_dir
 
 
-def _prepare_folder(config: Config, out_dir: Path, resume: bool) -> tuple[Config, Path, bool]:
+def _load_initial_weights(method: Method, source: Path, device: torch.device) -> None:
+    """Start ``method`` from the weights of the run in ``source`` (its last checkpoint)."""
+    checkpoint = load_checkpoint(check_run_folder(source) / run_folder.CHECKPOINT, map_location=device)
+    try:
+        method.load_state_dict(checkpoint["method"])
+    except RuntimeError as error:
+        # torch lists every mismatch under a header line; the first one says enough.
+        reasons = [line.strip() for line in str(error).splitlines()[1:] if line.strip()] or [str(error)]
+        reason = reasons[0] if len(reasons[0]) <= 160 else reasons[0][:157] + "..."
+        raise ContrastkitError(f"init_from={source}: its weights do not fit this run's model ({reason}); "
+                               f"start from a run of the same method, backbone and head, e.g. with --config "
+                               f"{source / 'config.yaml'}.") from None
+
+
+def _prepare_folder(config: Config, out_dir: Path, resume: bool, overwrite: bool) -> tuple[Config, Path, bool]:
     """The resolved config of the run in ``out_dir`` and whether it resumes, with the folder made
     ready: a resumed run keeps its saved config, a new one starts from clean logs."""
     has_checkpoint = (out_dir / run_folder.CHECKPOINT).is_file()
@@ -344,11 +405,14 @@ def _prepare_folder(config: Config, out_dir: Path, resume: bool) -> tuple[Config
                   "starting it over from epoch 1", flush=True)
             run_folder.start_over(out_dir)
             resume = False
-    elif has_checkpoint:
-        raise ContrastkitError(f"{out_dir} already holds a run; continue it with --resume or choose "
-                               "another --out folder.")
+    elif has_checkpoint and not overwrite:
+        raise ContrastkitError(f"{out_dir} already holds a run; continue it with --resume, start it over with "
+                               "--overwrite (which deletes its checkpoint and logs), or choose another --out folder.")
     else:
         run_folder.start_over(out_dir)  # a run stopped before its first checkpoint: begin with clean logs
+    if config.init_from and not resume and Path(config.init_from).resolve() == out_dir.resolve():
+        raise ContrastkitError(f"init_from={config.init_from} is this run's own folder; continue that run with "
+                               "--resume, or give the new run another --out folder.")
     config = config_module.resolve(config)
     return config_module.update(config, {"out": str(out_dir)}), out_dir, resume
 
@@ -454,8 +518,11 @@ def _image_text_results(run: Run) -> dict[str, float]:
     if images is None:
         prefix = "train_"
         images, ids = splits.train.images[:RETRIEVAL_TRAIN_PAIRS], splits.train_captions[:RETRIEVAL_TRAIN_PAIRS]
-    captions = [splits.captions[index] for index in ids[:, 0].tolist()]
-    recall = retrieval_recall(embed_images(images), embed_texts(captions))
+    caption_ids = ids[:, 0]
+    captions = [splits.captions[index] for index in caption_ids.tolist()]
+    # A table's equal captions share one id, and training counts pairs sharing a caption as
+    # positives of each other: so do the scores, else each tied copy would count as a miss.
+    recall = retrieval_recall(embed_images(images), embed_texts(captions), group_ids=caption_ids)
     names = {"q2k": "image_to_text", "k2q": "text_to_image"}
     return {f"{prefix}{names[key[:3]]}{key[3:]}": round(value, 4) for key, value in recall.items()}
 
@@ -607,11 +674,15 @@ def plot(run: Run, out_dir: Path) -> list[Path]:
     return written
 
 
-def embed(run: Run, out: str | Path, split: str = "test") -> Path:
+def embed(run: Run, out: str | Path, split: str = "test", overwrite: bool = False) -> Path:
     """Save the backbone features of a split as float32 (N, D) .npy, and its labels beside them.
 
-    ``out`` is the features file (``.npy`` is added when missing), or a folder, which then receives
-    ``<split>.npy`` and ``<split>_labels.npy``.
+    Args:
+        run: a trained run (:meth:`Run.load`).
+        out: the features file (``.npy`` is added when missing), or a folder, which then receives
+            ``<split>.npy`` and ``<split>_labels.npy``.
+        split: "test" or "train".
+        overwrite: replace files that exist (otherwise they are refused, before any work).
     """
     if split not in ("train", "test"):
         raise ContrastkitError(f"split must be train or test, got {split!r}.")
@@ -620,10 +691,13 @@ def embed(run: Run, out: str | Path, split: str = "test") -> Path:
         out = out / f"{split}.npy"
     elif out.suffix != ".npy":
         out = out.with_name(out.name + ".npy")  # what np.save would write; named so the message is true
-    out.parent.mkdir(parents=True, exist_ok=True)
-    features, labels = run.features(split)
     labels_path = out.with_name(out.stem + "_labels.npy")
-    np.save(out, features.numpy())
-    np.save(labels_path, labels.numpy())
+    existing = [str(path) for path in (out, labels_path) if path.exists()]
+    if existing and not overwrite:
+        raise ContrastkitError(f"{' and '.join(existing)} already {'exists' if len(existing) == 1 else 'exist'}; add "
+                               "--overwrite to replace, or choose another --out.")
+    features, labels = run.features(split)
+    write_atomic(out, lambda file: np.save(file, features.numpy()))
+    write_atomic(labels_path, lambda file: np.save(file, labels.numpy()))
     print(f"wrote {tuple(features.shape)} features to {out} and labels to {labels_path}")
     return out

@@ -1,4 +1,6 @@
 import io
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,30 @@ def test_image_folder_skips_corrupt_images_with_a_warning(tmp_path):
     assert splits.classes == ["cat", "dog"] and splits.channels == 3 and splits.image_size == 12
 
 
+def test_an_unreadable_first_image_is_skipped_and_counted_like_any_other(tmp_path):
+    _write_folder(tmp_path)
+    (tmp_path / "cat" / "0-broken.png").write_bytes(b"not a png at all")
+    # The first file of the tree is the one read for the image size (placement auto, no image_size).
+    assert sorted((tmp_path / "cat").iterdir())[0].name == "0-broken.png"
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image.*cat/0-broken\.png"):
+        splits = load_dataset(str(tmp_path))
+    assert splits.skipped == 1
+    assert len(splits.train) + len(splits.test) == 8 and splits.image_size == 12
+
+
+@pytest.mark.parametrize("placement", ["auto", "host"])
+def test_a_folder_without_one_readable_image_is_one_clear_error(tmp_path, placement):
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        for index in range(3):
+            (tmp_path / name / f"{index}.png").write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the error alone, not also a warning that every file was skipped
+        with pytest.raises(DatasetError, match=rf"none of the 6 images in {re.escape(str(tmp_path))} could be "
+                                               r"decoded, e\.g\. .*/cat/0\.png: .*check that they are image files"):
+            load_dataset(str(tmp_path), placement=placement)
+
+
 def test_image_folder_with_mixed_sizes_needs_image_size(tmp_path):
     _write_folder(tmp_path)
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "cat" / "big.png")
@@ -90,6 +116,11 @@ def test_device_loader_order_depends_only_on_seed_and_epoch():
         assert torch.equal(batch.flatten().long(), labels)
     with pytest.raises(ConfigError, match="larger than the dataset"):
         DeviceLoader(images, torch.arange(20), batch_size=21)
+
+
+def test_a_one_sample_dataset_is_not_called_1_samples():
+    with pytest.raises(ConfigError, match=r"larger than the dataset \(1 sample\); use batch_size <= 1"):
+        DeviceLoader(torch.zeros(1, 1, 1, 1, dtype=torch.uint8), torch.zeros(1, dtype=torch.long), batch_size=2)
 
 
 SHARED_ARCHIVE = SHARED_CIFAR.parent / "cifar10-jpeg.npz"

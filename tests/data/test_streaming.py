@@ -3,6 +3,7 @@
 import gc
 import hashlib
 import json
+import re
 import sys
 import tarfile
 import tracemalloc
@@ -18,7 +19,8 @@ from contrastkit import cli, runs
 from contrastkit.config import Config, resolve
 from contrastkit.data import DeviceLoader, create_loader, load_dataset
 from contrastkit.data import datasets as datasets_module
-from contrastkit.data.streaming import StreamedImages, StreamLoader, fit_to_size, load_shards, pack_shards
+from contrastkit.data.streaming import (FileSource, StreamedImages, StreamLoader, fit_to_size, load_shards,
+                                        pack_shards)
 from contrastkit.errors import ConfigError, DatasetError
 from contrastkit.train import load_checkpoint
 
@@ -195,7 +197,7 @@ def test_streaming_misuse_says_what_to_do(tree, tmp_path):
         load_dataset("digits", placement="stream")
     with pytest.raises(ConfigError, match="data_placement must be one of"):
         load_dataset(str(tree), placement="disk")
-    with pytest.raises(ConfigError, match="data_placement=stream streams image datasets .* image_text data for clip"):
+    with pytest.raises(ConfigError, match="data_placement=stream streams image datasets .* image-text data for clip"):
         resolve(Config(dataset=str(tree), method="clip", data_placement="stream"))
     with pytest.raises(DatasetError, match="not square .* set image_size=N"):
         load_dataset(str(tree), placement="stream")
@@ -325,3 +327,56 @@ def test_warnings_are_not_repeated_for_a_file_already_counted(tmp_path):
         warnings.simplefilter("error")
         streamed.train.images[:]
     assert streamed.train.images.skipped == {0}
+
+
+def write_square_tree(root: Path, *, first_file: bytes | None = None) -> Path:
+    """root/{train,test}/<class>/00N.png of 10x10 images, so a streamed split takes its size from the
+    first image it can decode; ``first_file`` replaces the bytes of the first file of each split."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in CLASSES:
+            (root / split / name).mkdir(parents=True)
+            for index in range(3):
+                Image.fromarray(photo_like(rng, 10, 10)).save(root / split / name / f"{index:03d}.png")
+        if first_file is not None:
+            (root / split / CLASSES[0] / "000.png").write_bytes(first_file)
+    return root
+
+
+def test_an_unreadable_first_image_is_skipped_and_counted_when_streamed(tmp_path):
+    root = write_square_tree(tmp_path / "tree", first_file=b"not a png")
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image.*train/ant/000\.png"):
+        streamed = load_dataset(str(root), placement="stream")  # no image_size: the size is probed
+    assert streamed.image_size == 10 and streamed.train.images.skipped == {0}
+    # In shards the test split is probed first, and its first member is the unreadable file.
+    pack_shards(root, tmp_path / "shards", shuffle=False)
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image.*train-000000\.tar \(member at byte"):
+        shards = load_shards(tmp_path / "shards")
+    assert shards.image_size == 10 and shards.train.images.skipped == {0}
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image.*test-000000\.tar \(member at byte"):
+        shards.test.images[:]
+    assert shards.test.images.skipped == {0}
+
+
+def test_a_streamed_tree_without_one_readable_image_is_one_clear_error(tmp_path):
+    root = write_square_tree(tmp_path / "tree")
+    for path in root.rglob("*.png"):
+        path.write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+    pack_shards(root, tmp_path / "shards")
+    for source, options in ((root, {"placement": "stream"}), (root, {"placement": "stream", "image_size": 8}),
+                            (tmp_path / "shards", {})):
+        with pytest.raises(DatasetError, match=rf"none of the \d+ images (of a batch from|in) "
+                                               rf"{re.escape(str(source))} \((train|test)\) could be decoded, "
+                                               r"e\.g\. .*: .*check that they are image files"):
+            load_dataset(str(source), **options)
+
+
+def test_a_file_that_cannot_be_read_at_all_is_an_error_not_a_skip(tmp_path, monkeypatch):
+    root = write_square_tree(tmp_path / "tree")
+
+    def denied(self: FileSource, index: int) -> bytes:
+        raise PermissionError(13, "Permission denied", self.paths[index])
+
+    monkeypatch.setattr(FileSource, "read", denied)  # chmod 000 would not stop a test run as root
+    with pytest.raises(DatasetError, match=r"cannot read .*/train/ant/000\.png \(Permission denied\); check that"):
+        load_dataset(str(root), placement="stream")

@@ -15,9 +15,10 @@ def reference_clip(image_features, text_features, logit_scale):
     y = y / np.linalg.norm(y, axis=1, keepdims=True)
     scale = np.exp(float(logit_scale))
     n = x.shape[0]
-    image_to_text = [-np.log(np.exp(scale * x[i] @ y[i]) / sum(np.exp(scale * x[i] @ y[j]) for j in range(n)))
+    # -log(exp(l_ii) / sum_j exp(l_ij)) as logsumexp_j(l_ij) - l_ii: exp(1000 * cos) overflows float64.
+    image_to_text = [np.logaddexp.reduce([scale * x[i] @ y[j] for j in range(n)]) - scale * x[i] @ y[i]
                      for i in range(n)]
-    text_to_image = [-np.log(np.exp(scale * y[i] @ x[i]) / sum(np.exp(scale * y[i] @ x[j]) for j in range(n)))
+    text_to_image = [np.logaddexp.reduce([scale * y[i] @ x[j] for j in range(n)]) - scale * y[i] @ x[i]
                      for i in range(n)]
     return (np.mean(image_to_text) + np.mean(text_to_image)) / 2
 
@@ -92,3 +93,37 @@ def test_bad_options_are_refused():
         CLIPLoss(init_temperature=0.0)
     with pytest.raises(ConfigError, match="max_scale must be >= 1/init_temperature"):
         CLIPLoss(init_temperature=0.07, max_scale=10.0)
+
+
+@pytest.mark.parametrize("tiled", [False, True])
+@pytest.mark.parametrize("scale_not_its_log", [100.0, 1 / 0.07, 10.0])
+def test_a_scale_given_where_its_log_belongs_is_refused_not_nan(scale_not_its_log, tiled):
+    # Before: exp(100) is inf in float32 and the loss NaN, silently; 14.3 and 10 gave losses of
+    # about 1e5 and 1e3, finite but meaningless.
+    # open_clip's ClipLoss takes the scale itself, so users coming from it pass these values.
+    images, texts = pairs(5, dtype=torch.float32)
+    log_of_it = f"{math.log(scale_not_its_log):.4f}"
+    with pytest.raises(InputError, match=rf"clip_loss got logit_scale = {scale_not_its_log:g}, .* logit_scale is "
+                                         rf"the log of the scale .* pass math\.log\({scale_not_its_log:g}\) = {log_of_it}"):
+        clip_loss(images, texts, torch.tensor(scale_not_its_log), tiled=tiled)
+
+
+def test_the_largest_log_scale_taken_matches_float64_and_keeps_its_gradient():
+    # log(1000) is the cap; float32 rounds it up by one ulp, which must still pass. Unrelated
+    # pairs, so that at this scale the loss is large rather than 0.
+    generator = torch.Generator().manual_seed(6)
+    images, texts = torch.randn(8, 16, generator=generator), torch.randn(8, 16, generator=generator)
+    scale = torch.tensor(math.log(1000.0), requires_grad=True)
+    loss = clip_loss(images, texts, scale)
+    loss.backward()
+    assert loss.item() == pytest.approx(reference_clip(images, texts, scale.item()), rel=1e-5)
+    scale64 = torch.tensor(math.log(1000.0), dtype=torch.float64, requires_grad=True)
+    clip_loss(images.double(), texts.double(), scale64).backward()
+    assert scale.grad.item() == pytest.approx(scale64.grad.item(), rel=1e-4) and scale.grad.item() != 0
+
+
+def test_the_module_cap_is_at_most_the_largest_scale_the_loss_takes():
+    with pytest.raises(ConfigError, match=r"max_scale must be <= 1000 \(temperature 0.001\), got 5000.0"):
+        CLIPLoss(max_scale=5000.0)
+    loss_fn = CLIPLoss(init_temperature=0.001, max_scale=1000.0)
+    assert torch.isfinite(loss_fn(*pairs(7, dtype=torch.float32)))

@@ -161,6 +161,18 @@ def test_all_labels_distinct_give_empty_index_tensors():
         assert all(t.dtype == torch.long for t in triplets)
 
 
+@pytest.mark.parametrize("bank_size", [0, 3])
+def test_a_batch_without_rows_gives_empty_index_tensors(bank_size):
+    # Before: batch hard and semi-hard raised a raw IndexError (argmax/argmin over an empty dim).
+    embeddings, labels = torch.randn(0, 4), torch.zeros(0, dtype=torch.long)
+    bank = {"bank": torch.randn(bank_size, 4), "bank_labels": torch.arange(bank_size)} if bank_size else {}
+    for triplets in (batch_all_triplets(embeddings, labels, **bank),
+                     batch_hard_triplets(embeddings, labels, **bank),
+                     semi_hard_triplets(embeddings, labels, margin=1.0, **bank)):
+        assert [t.shape for t in triplets] == [torch.Size([0])] * 3
+        assert all(t.dtype == torch.long for t in triplets)
+
+
 def test_miners_carry_no_gradient_and_accept_low_precision():
     embeddings = torch.randn(8, 4, requires_grad=True)
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])

@@ -253,3 +253,24 @@ def test_logistic_and_sigmoid_bad_inputs_are_refused():
     x_b[3, 1] = float("inf")
     with pytest.raises(InputError, match="x_b holds 1 NaN/inf"):
         sigmoid_loss(x_a, x_b, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("as_tensor", [True, False])
+def test_sigmoid_refuses_a_scale_given_where_its_log_belongs(as_tensor):
+    # Before: SigLIP's initial scale 10 passed as t' gave exp(10) = 22026 and a loss of ~3e4, and
+    # 100 an infinite loss. open_clip's SigLipLoss takes the scale itself, so its users pass these.
+    x_a, x_b = (x.float() for x in random_pairs(16))
+    for scale_not_its_log in (10.0, 100.0):
+        logit_scale = torch.tensor(scale_not_its_log) if as_tensor else scale_not_its_log
+        with pytest.raises(InputError, match=rf"sigmoid_loss got logit_scale = {scale_not_its_log:g}, .* the log "
+                                             rf"of the scale .* pass math\.log\({scale_not_its_log:g}\)"):
+            sigmoid_loss(x_a, x_b, logit_scale, -10.0)
+    with pytest.raises(ConfigError, match=r"init_scale must be <= 1000 \(the scale itself, not its log\)"):
+        SigLIPLoss(init_scale=1e4)
+
+
+def test_sigmoid_at_the_largest_scale_taken_matches_float64():
+    x_a, x_b = random_pairs(17)
+    loss = sigmoid_loss(x_a.float(), x_b.float(), torch.tensor(math.log(1000.0)), torch.tensor(-10.0))
+    expected = reference_sigmoid(x_a.numpy(), x_b.numpy(), math.log(1000.0), -10.0)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)

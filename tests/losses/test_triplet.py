@@ -158,6 +158,12 @@ def test_batch_without_a_valid_triplet_is_refused(miner, labels):
         TripletLoss(0.2, miner=miner)(torch.randn(6, 4), labels)
 
 
+def test_an_empty_batch_is_refused():
+    # Before: a raw IndexError from the miner's argmax over an empty dimension.
+    with pytest.raises(InputError, match=r"TripletLoss\(miner='batch_hard'\) got an empty batch"):
+        TripletLoss(miner="batch_hard")(torch.randn(0, 4), torch.zeros(0, dtype=torch.long))
+
+
 def test_semi_hard_mining_that_keeps_no_triplet_gives_zero_not_nan():
     # Valid triplets exist but all are satisfied by more than the margin: semi-hard keeps none.
     embeddings = torch.tensor([[0.0, 0.0], [0.0, 0.1], [5.0, 0.0], [5.0, 0.1]], requires_grad=True)

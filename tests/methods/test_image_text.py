@@ -4,6 +4,7 @@ towers, and CLI runs on digits captioned from their classes."""
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,9 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from contrastkit import config as config_module
+from contrastkit import runs
 from contrastkit.augment import ImageTextViews, pick_captions, preset
 from contrastkit.config import Config, resolve
-from contrastkit.data import captions_from_classes, load_caption_table, load_dataset
+from contrastkit.data import ImageDataset, ImageTextSplits, captions_from_classes, load_caption_table, load_dataset
 from contrastkit.errors import ConfigError, DatasetError, InputError
 from contrastkit.evaluate import zero_shot_classifier, zero_shot_predict
 from contrastkit.losses import clip_loss, sigmoid_loss
@@ -180,7 +182,7 @@ def test_caption_table_mistakes_are_named(tmp_path):
 def test_image_text_methods_refuse_other_data():
     assert config_module.modality("digits", "clip") == "image_text"
     assert config_module.modality("digits", "simclr") == "image"
-    with pytest.raises(ConfigError, match="clip trains on image_text data, but 'stsb' is text"):
+    with pytest.raises(ConfigError, match="clip trains on image-text data, but 'stsb' is text data"):
         resolve(Config(method="clip", dataset="stsb"))
 
 
@@ -282,6 +284,50 @@ def test_a_caption_table_run_scores_retrieval(tmp_path, run_cli, tiny_text_encod
     summary = json.loads((out / "summary.json").read_text())
     assert {"image_to_text_recall@1", "text_to_image_recall@10"} <= set(summary)
     assert "knn_top1" not in summary  # a table has no classes to probe
+
+
+class _CaptionLookupTower(torch.nn.Module):
+    """A text tower that embeds each of a fixed list of captions as its one-hot index."""
+
+    def __init__(self, captions):
+        super().__init__()
+        self.captions = list(captions)
+
+    def tokenize(self, texts):
+        return {"index": torch.tensor([self.captions.index(text) for text in texts])}
+
+    def forward(self, tokens):
+        return F.one_hot(tokens["index"], len(self.captions)).float()
+
+
+class _PixelIdTower(torch.nn.Module):
+    """An image tower for one-pixel images holding a caption id: that caption's one-hot index."""
+
+    def __init__(self, num_captions):
+        super().__init__()
+        self.num_captions = num_captions
+
+    def forward(self, images):
+        return F.one_hot(images.flatten(1)[:, 0].long(), self.num_captions).float()
+
+
+@pytest.mark.parametrize("held_out", [True, False], ids=["test rows", "training pairs"])
+def test_retrieval_on_repeated_captions_finds_any_equal_caption(held_out):
+    # The issue's case: a caption table of 4 captions x 6 copies and a perfect pair of towers (each
+    # image, whose pixel holds its caption id, embedded exactly as its caption). Counting the tied
+    # copies against the query scored it 0.0 in both directions.
+    captions = ["a red square", "a blue dot", "a green line", "a tall tree"]
+    caption_ids = torch.arange(4).repeat(6)[:, None]
+    pairs = ImageDataset(caption_ids.to(torch.uint8).view(-1, 1, 1, 1), torch.zeros(24, dtype=torch.long))
+    splits = ImageTextSplits("table", pairs, pairs if held_out else None, [], (0.5,), (0.25,), "crop_flip",
+                             captions=captions, train_captions=caption_ids,
+                             test_captions=caption_ids if held_out else None)
+    towers = SimpleNamespace(image_tower=_PixelIdTower(len(captions)), text_tower=_CaptionLookupTower(captions))
+    run = SimpleNamespace(splits=splits, method=towers, device=torch.device("cpu"),
+                          augment=SimpleNamespace(eval_view=lambda images: images), config=Config())
+    prefix = "" if held_out else "train_"
+    assert runs._image_text_results(run) == {f"{prefix}{direction}_recall@{k}": 1.0
+                                             for direction in ("image_to_text", "text_to_image") for k in (1, 5, 10)}
 
 
 @pytest.mark.parametrize("method, floor", [("clip", 0.6), ("siglip", 0.25)])

@@ -123,9 +123,9 @@ def test_simclr_trains_on_augmented_sentences_through_the_same_code():
 
 
 def test_methods_refuse_data_of_the_other_modality():
-    with pytest.raises(ConfigError, match="simcse trains on text data, but 'cifar10' is image"):
+    with pytest.raises(ConfigError, match="simcse trains on text data, but 'cifar10' is image data"):
         resolve(update(Config(), {"method": "simcse", "dataset": "cifar10"}))
-    with pytest.raises(ConfigError, match="byol trains on image data, but 'stsb' is text"):
+    with pytest.raises(ConfigError, match="byol trains on image data, but 'stsb' is text data"):
         resolve(update(Config(), {"method": "byol", "dataset": "stsb"}))
     assert resolve(Config(method="simcse_unsup", dataset="corpus.txt")).backbone == "hf:all-MiniLM-L6-v2"
 

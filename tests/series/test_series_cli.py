@@ -47,9 +47,9 @@ def test_simclr_trains_on_series_views_and_a_pyramid(tmp_path, run_cli):
 
 
 def test_series_mismatches_are_refused_with_the_fix():
-    with pytest.raises(ConfigError, match="ts2vec trains on series data, but 'digits' is image"):
+    with pytest.raises(ConfigError, match="ts2vec trains on series data, but 'digits' is image data"):
         resolve(Config(method="ts2vec", dataset="digits"))
-    with pytest.raises(ConfigError, match="clip trains on image_text data, but 'GunPoint' is series"):
+    with pytest.raises(ConfigError, match="clip trains on image-text data, but 'GunPoint' is series data"):
         resolve(Config(method="clip", dataset="GunPoint"))
     with pytest.raises(ContrastkitError, match="series encoder .*ts2vec_cnn.*not 'resnet18'"):
         Run(resolve(Config(method="simclr", dataset="GunPoint", backbone="resnet18", device="cpu")))

@@ -105,6 +105,28 @@ def test_checkpoint_writes_are_atomic(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
 
 
+def test_a_checkpoint_that_does_not_fit_raises_the_os_error_with_its_path(tmp_path):
+    # torch.save turns a failed write into RuntimeError("... unexpected pos ..."); a full disk
+    # must read as one. A file-size limit fails writes past it as a full disk does (EFBIG).
+    import errno
+    import resource
+    import signal
+
+    path = tmp_path / "last.pt"
+    save_atomic({"value": torch.ones(3)}, path)
+    limits, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, limits[1]))
+    try:
+        with pytest.raises(OSError) as raised:
+            save_atomic({"value": torch.ones(1 << 16)}, path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert raised.value.errno == errno.EFBIG and raised.value.filename == str(path)
+    assert torch.equal(torch.load(path)["value"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
 def test_cosine_schedule_with_warmup():
     factors = [cosine_with_warmup(step, 100, 10) for step in range(101)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import importlib.resources
+import io
 import os
 import pickle
 import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,8 +99,7 @@ def load_dataset(name_or_path: str, *, root: str | os.PathLike | None = None,
     """
     if placement not in PLACEMENTS:
         raise ConfigError(f"data_placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}.")
-    looks_like_path = os.sep in name_or_path or name_or_path.startswith(".") or Path(name_or_path).exists()
-    if name_or_path in DATASETS or not looks_like_path:
+    if name_or_path in DATASETS or not _looks_like_path(name_or_path):
         splits = DATASETS.get(name_or_path)(root=root, image_size=image_size, download=download)
     elif name_or_path.endswith(".npz"):
         splits = load_jpeg_archive(name_or_path)
@@ -115,6 +116,48 @@ def load_dataset(name_or_path: str, *, root: str | os.PathLike | None = None,
                           f"files; {name_or_path} is decoded whole. Give the path of its image tree, or use "
                           "data_placement=auto.")
     return splits
+
+
+def _looks_like_path(name_or_path: str) -> bool:
+    return os.sep in name_or_path or name_or_path.startswith(".") or Path(name_or_path).exists()
+
+
+def stored_image_side(name_or_path: str) -> int | None:
+    """The width of the images a dataset path holds, read from one image's header without loading
+    the dataset: with ``image_size`` unset it decides between the CIFAR-size and ImageNet-size
+    recipes before the data is loaded.
+
+    Returns None for a registered name (its recipe states its side) and wherever one image cannot
+    tell (a missing path, no readable image in the first class): loading the dataset reports those.
+
+    Example:
+        >>> stored_image_side("digits") is None  # a registered name: see its recipe
+        True
+    """
+    if name_or_path in DATASETS or not _looks_like_path(name_or_path):
+        return None
+    from PIL import Image
+
+    from contrastkit.data.streaming import FileSource, index_shards, list_shards, probe_size
+
+    path = Path(name_or_path)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as archive:
+                start, end = archive["train_offsets"][:2].tolist()
+                encoded = archive["train_jpeg"][start:end].tobytes()
+            with Image.open(io.BytesIO(encoded)) as image:
+                return image.size[0]
+        if path.is_dir() and any(path.glob("*.tar")):
+            shards = list_shards(path)
+            first_shard = (shards.get("train") or shards.get("all") or [])[:1]
+            return probe_size(index_shards(first_shard)[0], str(path))[0] if first_shard else None
+        # Loading refuses images of different sizes when image_size is unset, so one class tells.
+        layout = image_folder_layout(path)
+        files = image_folder_files(layout.splits["train"], layout.classes[:1])
+        return probe_size(FileSource([file for file, _ in files]), str(path))[0]
+    except (DatasetError, OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
 
 
 def decoded_whole(splits: DatasetSplits) -> DatasetSplits:
@@ -341,6 +384,20 @@ def decode_image(source: str | BinaryIO, image_size: int | None, name: str | Non
         return error
 
 
+# What to do when no image of a folder (or batch) decodes: usually the files are not images at all.
+UNREADABLE_IMAGES_ADVICE = ("check that they are image files (not, say, Git LFS pointers or truncated downloads) "
+                            "and copy them again, or point --dataset at the folder that holds the images.")
+
+
+def no_readable_images(count: int, where: str | os.PathLike, example: str, error: Exception) -> DatasetError:
+    """The error for a folder (or list, or shard set) in which no image at all can be decoded."""
+    if count == 1:
+        return DatasetError(f"the only image in {where}, {example}, could not be decoded ({error}); "
+                            + UNREADABLE_IMAGES_ADVICE)
+    return DatasetError(f"none of the {count} images in {where} could be decoded, e.g. {example}: {error}; "
+                        + UNREADABLE_IMAGES_ADVICE)
+
+
 def decode_images(paths: Sequence[str], image_size: int | None, where: str | os.PathLike) -> tuple[Tensor, list[int]]:
     """Decode image files in threads to uint8 (N, 3, H, W); also returns the indices of the files
     that were read. Unreadable files are skipped with one warning; ``where`` names their folder or
@@ -349,12 +406,13 @@ def decode_images(paths: Sequence[str], image_size: int | None, where: str | os.
         decoded = list(pool.map(lambda path: decode_image(path, image_size), paths))
     kept = [index for index, result in enumerate(decoded) if not isinstance(result, Exception)]
     failures = [(path, result) for path, result in zip(paths, decoded) if isinstance(result, Exception)]
+    if not kept:  # one error line; a warning that all were skipped would only say it twice
+        path, error = failures[0]
+        raise no_readable_images(len(paths), where, path, error)
     if failures:
         path, error = failures[0]
         warnings.warn(f"skipped {len(failures)} unreadable image(s) of {len(paths)} in {where}, "
                       f"e.g. {path}: {error}", stacklevel=4)
-    if not kept:
-        raise DatasetError(f"none of the {len(paths)} images in {where} could be read.")
     sizes = {decoded[index].shape for index in kept}
     if len(sizes) > 1:
         raise DatasetError(f"images in {where} have different sizes ({sorted(sizes)[:3]}...); "
@@ -447,7 +505,7 @@ def load_image_folder(path: str | os.PathLike, *, image_size: int | None = None,
     layout = image_folder_layout(path)
     files = {split: image_folder_files(folder, layout.classes) for split, folder in layout.splits.items()}
     if stream is None:
-        stream = _too_large_for_memory(files, image_size)
+        stream = _too_large_for_memory(files, image_size, layout.splits["train"])
     if stream:
         return _stream_folder(layout, files, image_size, test_fraction)
     train, skipped = _read_files(files["train"], image_size, layout.splits["train"])
@@ -464,12 +522,15 @@ def load_image_folder(path: str | os.PathLike, *, image_size: int | None = None,
                          "simclr_cifar" if size <= 64 else "simclr_imagenet", skipped)
 
 
-def _too_large_for_memory(files: dict[str, list[tuple[str, int]]], image_size: int | None) -> bool:
+def _too_large_for_memory(files: dict[str, list[tuple[str, int]]], image_size: int | None, where: Path) -> bool:
     """Whether the decoded tree would exceed HOST_SHARE of the available host memory (the first
-    image's size stands for all when image_size is unset)."""
+    readable image's size stands for all when image_size is unset)."""
     from contrastkit.data.streaming import FileSource, probe_size
 
-    width, height = (image_size, image_size) if image_size else probe_size(FileSource([files["train"][0][0]]))
+    if image_size:
+        width, height = image_size, image_size
+    else:
+        width, height = probe_size(FileSource([path for path, _ in files["train"]]), str(where))
     decoded = sum(len(split) for split in files.values()) * 3 * width * height
     return decoded > HOST_SHARE * available_host_memory()
 
@@ -483,7 +544,7 @@ def _stream_folder(layout: FolderLayout, files: dict[str, list[tuple[str, int]]]
         test_rows, train_rows = fixed_split(len(files["train"]), test_fraction)
         files = {"train": [files["train"][row] for row in train_rows],
                  "test": [files["train"][row] for row in test_rows]}
-    size = stream_size(FileSource([path for path, _ in files["train"]]), image_size, str(layout.root))
+    size = stream_size(FileSource([path for path, _ in files["train"]]), image_size, f"{layout.root} (train)")
     datasets = {split: ImageDataset(StreamedImages(FileSource([path for path, _ in samples]), size,
                                                    where=f"{layout.root} ({split})"),
                                     torch.tensor([label for _, label in samples], dtype=torch.int64))

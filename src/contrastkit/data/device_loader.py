@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from contrastkit import _distributed
+from contrastkit._wording import counted
 from contrastkit.errors import ConfigError
 
 
@@ -45,8 +46,8 @@ class BatchLoader:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
         if drop_last and batch_size > num_samples:
-            raise ConfigError(f"batch_size {batch_size} is larger than the dataset ({num_samples} samples); use "
-                              f"batch_size <= {num_samples}.")
+            raise ConfigError(f"batch_size {batch_size} is larger than the dataset "
+                              f"({counted(num_samples, 'sample')}); use batch_size <= {num_samples}.")
         self.rank = _distributed.rank() if rank is None else rank
         self.world_size = _distributed.world_size() if world_size is None else world_size
         if batch_size % self.world_size:

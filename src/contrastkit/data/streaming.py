@@ -43,8 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastkit.data.datasets import (IMAGE_EXTENSIONS, DatasetSplits, ImageDataset, decode_image, fixed_split,
-                                       image_folder_files, image_folder_layout, streamed_splits)
+from contrastkit.data.datasets import (IMAGE_EXTENSIONS, UNREADABLE_IMAGES_ADVICE, DatasetSplits, ImageDataset,
+                                       decode_image, fixed_split, image_folder_files, image_folder_layout,
+                                       no_readable_images, streamed_splits)
 from contrastkit.data.device_loader import BatchLoader
 from contrastkit.errors import ConfigError, DatasetError
 
@@ -253,7 +254,7 @@ class StreamedImages:
         if not readable:
             position, error = failed[0]
             raise DatasetError(f"none of the {len(indices)} images of a batch from {self.where} could be decoded, "
-                               f"e.g. {self.source.describe(indices[position])}: {error}. Check the files.")
+                               f"e.g. {self.source.describe(indices[position])}: {error}; {UNREADABLE_IMAGES_ADVICE}")
         new = [(position, error) for position, error in failed if indices[position] not in self.skipped]
         if new:
             position, error = new[0]
@@ -337,12 +338,30 @@ class StreamLoader(BatchLoader):
 # ----------------------------------------------------------------------------- opening a split
 
 
-def probe_size(source: Source) -> tuple[int, int]:
-    """(width, height) of the first image of ``source``, from its header."""
+def probe_size(source: Source, where: str) -> tuple[int, int]:
+    """(width, height) of the first decodable image of a non-empty ``source``, from its header.
+
+    Files that are not decodable images are passed over silently: the decoder meets them again and
+    skips, counts and warns about them as it does anywhere in the split, so one warning names them.
+    Only when none is decodable is it an error (DatasetError naming ``where``). A file that cannot
+    be read at all (no permission, gone) is not a damaged image but a problem with the folder, so
+    it raises DatasetError naming the file rather than being skipped.
+    """
     from PIL import Image
 
-    with Image.open(io.BytesIO(source.read(0))) as image:
-        return image.size
+    first_error: Exception | None = None
+    for index in range(len(source)):
+        try:
+            data = source.read(index)
+        except OSError as error:
+            raise DatasetError(f"cannot read {source.describe(index)} ({error.strerror or error}); check that "
+                               f"{where} and the files in it can be read by this user.") from None
+        try:
+            with Image.open(_NamedBytes(data, source.describe(index))) as image:
+                return image.size
+        except Exception as error:  # Pillow raises several types (OSError, SyntaxError, ...) for bad data
+            first_error = first_error or error
+    raise no_readable_images(len(source), where, source.describe(0), first_error)
 
 
 def _shard_split(path: Path) -> str | None:
@@ -438,6 +457,11 @@ def pack_shards(source: str | os.PathLike, destination: str | os.PathLike, *, sh
         {'train': [PosixPath('imagenet-shards/train-000000.tar'), ...], 'test': [...]}
     """
     layout = image_folder_layout(source)
+    tree, target = Path(source).resolve(), Path(destination).resolve()
+    if target == tree or tree in target.parents:
+        # The shards would be read back as images of the tree (and its classes) on the next pack or load.
+        raise ConfigError(f"the destination {destination} lies inside the source tree {source}; pack into a folder "
+                          "outside it.")
     if Path(destination).is_dir() and any(Path(destination).glob(f"*{SHARD_SUFFIX}")):
         raise ConfigError(f"{destination} already holds shards; pack into an empty folder, so that no old shard "
                           "joins the new set.")
@@ -457,11 +481,12 @@ def pack_shards(source: str | os.PathLike, destination: str | os.PathLike, *, sh
 
 
 def stream_size(source: Source, size: int | None, where: str) -> int:
-    """The side images are stored at when streamed: ``size``, or the side of the first image when
-    it is square; a first image that is not square needs ``size`` (the images differ in shape)."""
+    """The side images are stored at when streamed: ``size``, or the side of the first readable
+    image when it is square; a first image that is not square needs ``size`` (the images differ in
+    shape)."""
     if size is not None:
         return size
-    width, height = probe_size(source)
+    width, height = probe_size(source, where)
     if width != height:
         raise DatasetError(f"the images of {where} are not square ({width}x{height} for the first), and streamed "
                            "images are stored at one size; set image_size=N (e.g. 256) to centre-crop and resize "
@@ -505,7 +530,7 @@ def load_shards(folder: str | os.PathLike, *, image_size: int | None = None,
     for split, (source, labels, unlabeled) in indexed.items():
         if len(source) == 0:
             raise DatasetError(f"the {split} shards of {root} hold no images (extensions: .jpg, .png, ...).")
-        size = size or stream_size(source, image_size, str(root))
+        size = size or stream_size(source, image_size, f"{root} ({split})")
         datasets[split] = (source, _shard_labels(labels, unlabeled, f"{root} ({split})"))
     if "all" in datasets:
         source, labels = datasets.pop("all")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from contrastkit._atomic import write_atomic
 from contrastkit.errors import ConfigError, ContrastkitError, InputError
 
 _METHODS = ("auto", "umap", "tsne", "pca")
@@ -22,17 +22,9 @@ _MAX_LEGEND_ENTRIES = 30  # beyond this a legend hides the plot (e.g. CIFAR-100)
 
 
 def _save_png(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Write ``fig`` to ``path`` atomically: a temp file in the same folder, then os.replace."""
+    """Write ``fig`` to ``path`` atomically, with the permissions of the user's umask."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(path, lambda file: fig.savefig(file, format="png", dpi=120, bbox_inches="tight"))
     return path
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastkit._checks import (check_batch_size, check_embeddings, check_finite, check_ndim,
+from contrastkit._checks import (check_batch_size, check_embeddings, check_finite, check_log_scale, check_ndim,
                                  check_positive)
 from contrastkit._distributed import gather_with_grad, rank, world_size
 from contrastkit.errors import ConfigError, InputError
@@ -107,4 +107,4 @@ def _check_clip_inputs(image_features: Tensor, text_features: Tensor, logit_scal
     if validate:
         check_finite("image_features", image_features)
         check_finite("text_features", text_features)
-        check_finite("logit_scale", logit_scale)
+        check_log_scale(loss, "logit_scale", logit_scale)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastkit import _distributed
-from contrastkit._checks import check_class_labels, check_ndim, check_positive
+from contrastkit._checks import MAX_LOGIT_SCALE, check_class_labels, check_ndim, check_positive
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.losses import fused as fused_kernels
 from contrastkit.losses import tiled as tiled_losses
@@ -48,7 +48,12 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
             the negatives of a pair are the other pairs of the batch.
         text_features: embeddings (N, D) of the second modality; row i matches image row i.
         logit_scale: 0-dim tensor holding the LOG of the logit scale (log 1/temperature); its
-            gradient is returned when it requires one.
+            gradient is returned when it requires one. At most log(1000) = 6.9078 (checked under
+            ``validate``): a larger value is the scale itself passed by mistake (open_clip's
+            ClipLoss takes ``logit_scale.exp()``), and its exp() makes the loss meaningless (1.6e6
+            times the cosines for CLIP's 1/0.07) or NaN (inf in float32 for 100); pass
+            math.log(100) = 4.6052 for CLIP's cap. It is not clamped here: :class:`CLIPLoss`
+            keeps it at or below log(max_scale).
         caption_ids: optional (N,) integer ids, equal for equal captions: pairs sharing a caption
             are positives of each other (see the module docstring). Computed on the full logits.
         gather_across_processes: under torch.distributed, contrast this process's images with
@@ -56,7 +61,8 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
             gradients; the ids without). The loss is the mean over this process's rows, whose
             average over the processes (DistributedDataParallel's) is the loss of one process
             holding the global batch, gradients included. A no-op in a single process.
-        validate: check that the inputs are finite (one host sync per tensor).
+        validate: check that the inputs are finite and the log-scale at most log(1000) (one host
+            sync per tensor).
         tiled: compute by tiles (:func:`~contrastkit.losses.tiled.tiled_clip_loss`), never holding
             the N x N logits: True forces it, False forbids it, None (default) picks it when N x N
             exceeds ``tiled.AUTO_TILED_LOGITS`` (8192 x 8192).
@@ -149,7 +155,8 @@ class CLIPLoss(nn.Module):
     Args:
         init_temperature: initial temperature, logit_scale = log(1/init_temperature) (CLIP: 0.07).
         learnable: make the log-scale an nn.Parameter (CLIP) or a fixed buffer.
-        max_scale: cap on exp(logit_scale) (CLIP: 100), at least 1/init_temperature.
+        max_scale: cap on exp(logit_scale) (CLIP: 100), at least 1/init_temperature and at most
+            1000 (the most :func:`clip_loss` takes).
         tiled: passed to :func:`clip_loss` (None: tiled above 8192 x 8192 logits).
         fused, gather_across_processes: passed to :func:`clip_loss`.
 
@@ -166,6 +173,9 @@ class CLIPLoss(nn.Module):
         if max_scale < 1 / init_temperature:
             raise ConfigError(f"max_scale must be >= 1/init_temperature = {1 / init_temperature:.4g}, got "
                               f"{max_scale}; raise max_scale (CLIP uses 100) or init_temperature.")
+        if max_scale > MAX_LOGIT_SCALE:
+            raise ConfigError(f"max_scale must be <= {MAX_LOGIT_SCALE:g} (temperature 0.001), got {max_scale}; "
+                              "CLIP uses 100.")
         self.max_scale = max_scale
         self.fused = fused
         self.gather_across_processes = gather_across_processes

@@ -2,7 +2,10 @@
 
 With D the distance between embeddings, a valid triplet (a, p, n) has a != p, label(a) == label(p)
 and label(n) != label(a); its triplet loss is max(0, D(a,p) - D(a,n) + margin). The miners return
-index tensors and never carry gradients; the loss is then computed on the chosen rows.
+index tensors and never carry gradients; the loss is then computed on the chosen rows. A batch
+without a valid triplet (every label distinct, a single class, no rows at all) gives three empty
+tensors, never an error: with randomly drawn batches it happens by chance (pytorch-metric-learning's
+miners return empty index tensors too).
 
 - batch all (Hermans et al., 2017): every valid triplet (optionally only those with loss > 0);
 - batch hard (Hermans et al., 2017): per anchor its farthest positive and its nearest negative;
@@ -104,6 +107,13 @@ def _label_masks(labels: Tensor, pool_labels: Tensor) -> tuple[Tensor, Tensor]:
     return same, labels[:, None] != pool_labels[None, :]
 
 
+def _no_triplets(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """The empty (a, p, n) of a batch without rows, whose per-anchor argmin and argmax over an
+    empty dimension would raise an IndexError."""
+    empty = torch.zeros(0, dtype=torch.long, device=device)
+    return empty, empty.clone(), empty.clone()
+
+
 def _has_valid_triplet(labels: Tensor, pool_labels: Tensor) -> bool:
     """Whether some anchor has both a positive and a negative (one host sync)."""
     positive, negative = _label_masks(labels, pool_labels)
@@ -175,6 +185,8 @@ def batch_hard_triplets(embeddings: Tensor, labels: Tensor, *, distance: str = "
     """
     _check_distance(distance)
     labels, pool, pool_labels = _negative_pool(embeddings, labels, bank, bank_labels)
+    if embeddings.shape[0] == 0:
+        return _no_triplets(embeddings.device)
     positive, negative = _label_masks(labels, pool_labels)
     distances = _distance_matrix(embeddings, pool, distance)
     to_positive = distances[:, :embeddings.shape[0]].masked_fill(~positive, float("-inf"))
@@ -207,7 +219,8 @@ def semi_hard_triplets(embeddings: Tensor, labels: Tensor, *, distance: str = "e
 
     Returns:
         LongTensors (a, p, n), sorted by anchor then positive; n indexes
-        ``torch.cat([embeddings, bank])``. Empty when no pair has a semi-hard negative.
+        ``torch.cat([embeddings, bank])``. Empty when no pair has a semi-hard negative (or the
+        batch has no valid triplet, or no rows).
 
     Example:
         >>> a, p, n = semi_hard_triplets(torch.randn(8, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]),
@@ -219,6 +232,8 @@ def semi_hard_triplets(embeddings: Tensor, labels: Tensor, *, distance: str = "e
     check_positive("margin", margin, "semi-hard mining needs margin > 0, as the window "
                    "D(a,p) < D(a,n) < D(a,p) + margin is empty otherwise.")
     labels, pool, pool_labels = _negative_pool(embeddings, labels, bank, bank_labels)
+    if embeddings.shape[0] == 0:
+        return _no_triplets(embeddings.device)
     positive, negative = _label_masks(labels, pool_labels)
     distances = _distance_matrix(embeddings, pool, distance)
     to_positive = distances[:, :embeddings.shape[0], None]

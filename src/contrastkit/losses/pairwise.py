@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastkit import _distributed
-from contrastkit._checks import (check_class_labels, check_finite, check_finite_number, check_ndim,
-                                 check_paired_embeddings, check_positive)
+from contrastkit._checks import (MAX_LOGIT_SCALE, check_class_labels, check_finite, check_finite_number,
+                                 check_log_scale, check_ndim, check_paired_embeddings, check_positive)
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.losses import fused as fused_kernels
 from contrastkit.losses._precision import full_precision, loss_dtype
@@ -207,8 +207,11 @@ def sigmoid_loss(x_a: Tensor, x_b: Tensor, logit_scale: Tensor | float, logit_bi
         x_a, x_b: (N, D) floating-point embeddings, N >= 2, e.g. images and their captions; rows
             are L2-normalised here.
         logit_scale: 0-dim tensor (or float) t', the log of the scale: logits are
-            exp(t') * cos + b.
-        logit_bias: 0-dim tensor (or float) b.
+            exp(t') * cos + b. At most log(1000) = 6.9078 (checked under ``validate``): a larger
+            value is the scale itself passed by mistake (open_clip's SigLipLoss takes the scale),
+            which exp() would blow up; pass math.log(10) for SigLIP's initial scale of 10.
+        logit_bias: 0-dim tensor (or float) b; it is added, not exponentiated, so any finite
+            value is taken.
         caption_ids: optional (N,) integer ids, equal for equal captions: every pair of rows with
             one caption is labelled positive, so repeated captions (templates, a class's prompts)
             are not pushed apart. Not in the fused kernels.
@@ -217,7 +220,8 @@ def sigmoid_loss(x_a: Tensor, x_b: Tensor, logit_scale: Tensor | float, logit_bi
             loss sums over all columns and averages over its rows, so the processes' average
             (DistributedDataParallel's) is the loss of one process holding the global batch. A
             no-op in a single process.
-        validate: check that the embeddings, scale and bias are finite (host syncs).
+        validate: check that the embeddings, scale and bias are finite and the log-scale at most
+            log(1000) (host syncs).
         fused: compute in the Triton kernels of :mod:`contrastkit.losses.fused`, never holding
             the N x N logits: None (default) on CUDA with Triton, first call checked against the
             torch loss; True forces it; False keeps the torch path.
@@ -242,7 +246,9 @@ def sigmoid_loss(x_a: Tensor, x_b: Tensor, logit_scale: Tensor | float, logit_bi
         if value.ndim != 0:
             raise InputError(f"{name} must be a 0-dim tensor, got shape {tuple(value.shape)}; "
                              "SigLIP learns a single scale and a single bias.")
-        if validate:
+        if validate and name == "logit_scale":
+            check_log_scale("sigmoid_loss", name, value)
+        elif validate:
             check_finite(name, value)
         scalars.append(value.to(device=x_a.device, dtype=dtype))
     check_caption_ids(caption_ids, x_a.shape[0])
@@ -343,6 +349,12 @@ class SigLIPLoss(nn.Module):
     ``logit_bias`` the bias (initialised to -10, which keeps the many negatives from dominating
     the first steps). They are nn.Parameters, or buffers when ``learnable=False``.
 
+    Args:
+        init_scale: the initial scale exp(t') itself (SigLIP: 10), in (0, 1000].
+        init_bias: the initial bias (SigLIP: -10).
+        learnable: make the scale and bias nn.Parameters (SigLIP) or fixed buffers.
+        fused, gather_across_processes: passed to :func:`sigmoid_loss`.
+
     Example:
         >>> loss_fn = SigLIPLoss()
         >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
@@ -357,6 +369,9 @@ class SigLIPLoss(nn.Module):
         self.fused = fused
         self.gather_across_processes = gather_across_processes
         check_positive("init_scale", init_scale, "it is exp(t') and SigLIP starts at 10.")
+        if init_scale > MAX_LOGIT_SCALE:
+            raise ConfigError(f"init_scale must be <= {MAX_LOGIT_SCALE:g} (the scale itself, not its log), got "
+                              f"{init_scale}; SigLIP starts at 10.")
         check_finite_number("init_bias", init_bias, "SigLIP starts at -10.")
         logit_scale = torch.tensor(math.log(init_scale))
         logit_bias = torch.tensor(float(init_bias))

@@ -257,9 +257,11 @@ def tiled_clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: 
     Args:
         image_features: floating-point embeddings (N, D), N >= 2, of the first modality.
         text_features: embeddings (N, D) of the second modality; row i matches image row i.
-        logit_scale: 0-dim tensor holding the LOG of the logit scale.
+        logit_scale: 0-dim tensor holding the LOG of the logit scale, at most log(1000) (a
+            larger value is the scale itself passed by mistake; see ``clip_loss``).
         tile_size: rows and columns per tile; N need not be a multiple of it.
-        validate: check that the inputs are finite (one host sync per tensor).
+        validate: check that the inputs are finite and the log-scale at most log(1000) (one host
+            sync per tensor).
 
     Returns:
         The scalar loss, in float32 (or float64 for float64 features).

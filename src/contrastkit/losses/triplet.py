@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastkit._checks import check_embeddings, check_finite, check_positive
+from contrastkit._checks import check_batch_size, check_embeddings, check_finite, check_positive
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.losses._precision import loss_dtype
 from contrastkit.losses.miners import (
@@ -143,6 +143,7 @@ class TripletLoss(nn.Module):
         embeddings, labels = inputs
         bank = None if bank is None else bank.detach()
         labels, candidates, candidate_labels = _negative_pool(embeddings, labels, bank, bank_labels)
+        check_batch_size(f"TripletLoss(miner={self.miner!r})", embeddings.shape[0])
         if validate:
             check_finite("embeddings", embeddings)
             if bank is not None:

@@ -31,12 +31,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
+from contrastkit._atomic import write_atomic
 from contrastkit._distributed import all_reduce_sum
 from contrastkit.augment import MultiView, params_to
 from contrastkit.data.device_loader import BatchLoader, epoch_generator
 from contrastkit.errors import ConfigError, ContrastkitError
 from contrastkit.methods.base import Progress
-from contrastkit.train.checkpoint import load_checkpoint, save_atomic, write_atomic
+from contrastkit.train.checkpoint import load_checkpoint, save_atomic
 from contrastkit.train.distributed import wrap_training_step
 from contrastkit.train.schedules import LR_SCHEDULES
 
@@ -186,16 +187,16 @@ class Trainer:
     def _run_epoch(self, epoch: int, writer: Any) -> None:
         from tqdm.auto import tqdm
 
-        show = self.progress and self.loader.rank == 0
+        main = self.loader.rank == 0
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}",
-                   disable=not show, dynamic_ncols=True, leave=False)
+                   disable=not (self.progress and main), dynamic_ncols=True, leave=False)
         epoch_start = time.perf_counter()
         try:
             mean_loss = self._run_steps(epoch, writer, bar)
         finally:
             bar.close()  # before any error message, which would otherwise land on the bar's line
         self.state.train_seconds += time.perf_counter() - epoch_start
-        if show:
+        if main:  # with or without the bar: a long epoch should not pass in silence
             print(f"epoch {epoch + 1}/{self.epochs}  loss {mean_loss:.4f}  "
                   f"{self.state.train_seconds:.0f}s", flush=True)
 
@@ -280,9 +281,17 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         if not self.writes:
             return
-        save_atomic({"method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
-                     "scaler": self.scaler.state_dict(), "trainer": asdict(self.state),
-                     **self.checkpoint_extra}, self.checkpoint_path)
+        try:
+            save_atomic({"method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
+                         "scaler": self.scaler.state_dict(), "trainer": asdict(self.state),
+                         **self.checkpoint_extra}, self.checkpoint_path)
+        except OSError as error:  # a full disk, a quota, a file-size limit: the user's to fix, and say so
+            kept = (f"the checkpoint of epoch {self.checkpointed_epoch} is kept" if self.checkpointed_epoch
+                    else "no earlier checkpoint exists")
+            raise ContrastkitError(
+                f"could not write the checkpoint of epoch {self.state.epoch} to {self.checkpoint_path} "
+                f"({error.strerror}); {kept}. Free space there (or raise the limit) and continue with: "
+                f"contrastkit train --out {self.out_dir} --resume") from error
 
     def _resume(self) -> None:
         checkpoint = load_checkpoint(self.checkpoint_path, map_location=self.device)
