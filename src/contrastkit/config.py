@@ -367,12 +367,18 @@ def image_side(config: Config) -> int | None:
     return side if side is not None else stored_image_side(config.dataset)
 
 
+def is_cifar_size(side: int | None) -> bool:
+    """Whether images of ``side`` pixels take the CIFAR-size recipes (side <= 64) rather than the
+    ImageNet-size ones; an unknown side takes the ImageNet-size ones."""
+    return side is not None and side <= SMALL_IMAGE_SIDE
+
+
 def recipe_key(kind: str, side: int | None) -> str:
     """Which of a method's recipes applies to ``kind`` of data ("text", "image_text", "series"), or
-    for images of ``side`` pixels "small" (CIFAR-size, side <= 64) or "large" (ImageNet-size)."""
+    for images of ``side`` pixels "small" (CIFAR-size) or "large" (ImageNet-size)."""
     if kind != "image":
         return kind
-    return "small" if side is not None and side <= SMALL_IMAGE_SIDE else "large"
+    return "small" if is_cifar_size(side) else "large"
 
 
 def resolve(config: Config) -> Config:
@@ -405,8 +411,7 @@ def resolve(config: Config) -> Config:
         # CIFAR-size images keep their resolution through a ResNet's 3x3 stride-1 stem, as in the
         # CIFAR recipes of SimCLR, lightly and solo-learn; larger images and other backbones take
         # their usual stem.
-        small = side is not None and side <= SMALL_IMAGE_SIDE
-        config = dataclasses.replace(config, cifar_stem=small and config.backbone.startswith("resnet"))
+        config = dataclasses.replace(config, cifar_stem=is_cifar_size(side) and config.backbone.startswith("resnet"))
     if config.lr is None:
         # The linear scaling rule of SimCLR's and lightly's recipes.
         config = dataclasses.replace(config, lr=lr_per_256 * config.batch_size / 256)
