@@ -5,7 +5,7 @@ Every dataset trains with the ts2vec method's ``series`` recipe as it is (no per
 seeds fixed) through :class:`contrastkit.train.Trainer`, as ``contrastkit train`` runs it. The
 headline protocol, fixed beforehand, is TS2Vec's: an RBF SVM (C by cross-validation) on the
 maximum over each whole series of the per-timestep representations. ``svm_pyramid`` scores the
-same encoder on a temporal pyramid of maxima instead (``series_pooling=pyramid``; TS2Vec trains on
+same encoder on a temporal pyramid of maxima instead (``series.pooling=pyramid``; TS2Vec trains on
 the timesteps, so the pooling changes nothing in training). kNN (k from the recipe, cosine) and the
 linear probe of :mod:`contrastkit.evaluate` are reported beside them, and 1-NN with the Euclidean
 distance and with full-window DTW on the series themselves.

@@ -226,12 +226,12 @@ def test_ctrl_c_in_eval_plot_or_embed_is_one_line_and_exit_130(tiny_run, tmp_pat
 
 def test_ctrl_c_during_the_evaluation_after_training_says_the_training_is_saved(tmp_path, monkeypatch, capsys,
                                                                                 run_cli):
-    from contrastkit import runs
+    from contrastkit.modalities import ImageModality
 
     def pressed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runs, "_probe_results", pressed)
+    monkeypatch.setattr(ImageModality, "evaluate", pressed)
     run_dir = tmp_path / "run"
     assert run_cli("train", "--dataset", "digits", "--epochs", "1", "--out", str(run_dir), "progress=false") == 130
     err = capsys.readouterr().err

@@ -116,10 +116,11 @@ def test_dict_keys_must_name_options():
 def test_the_config_offers_exactly_the_poolings_the_encoders_take():
     # config.py imports no torch, so it lists the choices again: they must not drift apart.
     from contrastkit.config import CHOICES
+    from contrastkit.modalities import SeriesModality
     from contrastkit.models.series import SERIES_POOLINGS
     from contrastkit.models.text import POOLINGS
 
-    assert CHOICES["series_pooling"] == SERIES_POOLINGS
+    assert SeriesModality.option_choices["pooling"] == SERIES_POOLINGS
     assert CHOICES["pooling"] == POOLINGS
 
 
@@ -224,3 +225,35 @@ def test_config_yaml_records_the_preset_and_stem_a_run_used(tmp_path, run_cli):
     saved = load_yaml(run_dir / "config.yaml")
     assert saved["preset"] == "simclr_cifar" and saved["cifar_stem"] is True and saved["backbone"] == "resnet18"
     assert None not in (saved["head"], saved["optimizer"], saved["temperature"], saved["lr"])
+
+
+def test_a_modality_option_is_a_section_of_its_name_and_the_old_flat_key_still_works(capsys):
+    given = update(Config(dataset="GunPoint", method="ts2vec"), {"series.pooling": "pyramid"})
+    assert given.modality_options == {"series": {"pooling": "pyramid"}}
+    assert update(Config(), {"series": {"pooling": "pyramid"}}).modality_options == given.modality_options
+    renamed = update(Config(dataset="GunPoint", method="ts2vec"), {"series_pooling": "pyramid"})
+    assert renamed.modality_options == given.modality_options
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "series_pooling is now series.pooling" in err
+    with pytest.raises(ConfigError, match="series takes the series options as a mapping"):
+        update(Config(), {"series": "pyramid"})
+
+
+def test_a_config_yaml_of_the_previous_release_still_loads(tmp_path):
+    # Such a file names every option of every modality and no modality.
+    path = tmp_path / "config.yaml"
+    path.write_text("method: simclr\ndataset: digits\nseries_pooling: max\ncaption_templates: null\n")
+    config = resolve(update(Config(), load_yaml(path)))
+    assert config.modality == "image" and config.modality_options == {}
+    save_yaml(config, path)
+    assert "modality: image\n" in path.read_text() and update(Config(), load_yaml(path)) == config
+
+
+def test_the_modality_is_recorded_with_its_options(tmp_path):
+    config = resolve(Config(method="clip", dataset="digits"))
+    assert config.modality == "image_text" and config.modality_options == {"image_text": {"caption_templates": None}}
+    save_yaml(config, tmp_path / "config.yaml")
+    assert "modality: image_text\nimage_text:\n  caption_templates: null\n" in (tmp_path / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match="unknown option image_text.templates; did you mean "
+                                          "image_text.caption_templates?"):
+        resolve(update(Config(method="clip", dataset="digits"), {"image_text.templates": "t.txt"}))

@@ -117,8 +117,9 @@ def _train_config(args: argparse.Namespace) -> config_module.Config:
         return config  # runs.train says there is nothing to resume
     saved = config_module.update(config_module.Config(), config_module.load_yaml(saved_path))
     # The original command may be repeated as it was; only a change is refused.
-    keys = {key.partition(".")[0] for key in values} - {"out", *config_module.RUNTIME_KEYS}
-    changed = sorted(key for key in keys if getattr(config, key) != getattr(saved, key))
+    kept = {"out", *config_module.RUNTIME_KEYS}
+    changed = sorted(key for key in values if key.partition(".")[0] not in kept
+                     and config_module.value_of(config, key) != config_module.value_of(saved, key))
     if changed:
         extend = (f" To train it for more epochs, start a new run from its weights (a new learning-rate schedule): "
                   f"contrastkit train --config {saved_path} init_from={values['out']} --epochs N --out NEW_DIR"
@@ -134,6 +135,7 @@ def _train_config(args: argparse.Namespace) -> config_module.Config:
 
 def _help_config(args: argparse.Namespace) -> str:
     from contrastkit.methods import METHODS
+    from contrastkit.modalities import MODALITIES
 
     given = config_module.update(config_module.Config(), _config_values(args))
     config = config_module.resolve(given)
@@ -141,8 +143,8 @@ def _help_config(args: argparse.Namespace) -> str:
              "key: value in --config FILE.yaml); the values shown are the ones this run would use:"]
     for field in dataclasses.fields(config_module.Config):
         value = getattr(config, field.name)
-        shown = ("(below)" if field.name == "method_options" else "(the dataset's)" if field.name == "preset"
-                 and value is None else "(unset)" if value is None else repr(value))
+        shown = ("(below)" if field.name in ("method_options", "modality_options") else "(the dataset's)"
+                 if field.name == "preset" and value is None else "(unset)" if value is None else repr(value))
         allowed = config_module.CHOICES.get(field.name)
         description = config_module.DESCRIPTIONS[field.name] + (f" [{' | '.join(allowed)}]" if allowed else "")
         lines.append(f"  {field.name:<20} {shown:<22} {description}")
@@ -151,41 +153,31 @@ def _help_config(args: argparse.Namespace) -> str:
     lines.extend(f"  {name:<20} {config.method_options[name]!r}" for name in defaults)
     if not defaults:
         lines.append("  (none)")
+    modality = MODALITIES.get(config.modality)
+    lines.append(f"options of the {modality.in_words} modality ({modality.name}.NAME=value), as this run would use "
+                 "them:")
+    for name, value in config.modality_options.get(modality.name, {}).items():
+        allowed = modality.option_choices.get(name)
+        description = modality.option_descriptions.get(name, "") + (f" [{' | '.join(allowed)}]" if allowed else "")
+        lines.append(f"  {modality.name + '.' + name:<20} {value!r:<22} {description}")
+    if not modality.default_options:
+        lines.append("  (none)")
     return "\n".join(lines)
 
 
 def _list() -> str:
-    from contrastkit.augment import list_presets
-    from contrastkit.augment.series import SERIES_PRESETS
-    from contrastkit.augment.text_views import TEXT_PRESETS
-    from contrastkit.data import list_datasets
-    from contrastkit.data.series import list_series_datasets
-    from contrastkit.data.text import list_text_datasets
-    from contrastkit.methods import METHODS, list_methods
-    from contrastkit.models import HEADS, list_backbones
-    from contrastkit.models.series import list_series_backbones
+    from contrastkit.methods import list_methods
+    from contrastkit.modalities import MODALITIES
+    from contrastkit.models import HEADS
 
-    def methods_for(kind: str) -> list[str]:
-        return [name for name in list_methods() if kind in METHODS.get(name).modalities]
-
-    rows = {
-        "image methods": methods_for("image"),
-        "image datasets": list_datasets(),
-        "backbones": [name for name in list_backbones() if name not in list_series_backbones()],
-        "presets": list_presets(),
-        "text methods": methods_for("text"),
-        "text datasets": list_text_datasets(),
-        "text presets": list(TEXT_PRESETS),
-        "image-text methods": methods_for("image_text"),
-        "image-text data": ["<any labelled image dataset, captioned from its class names>",
-                            "<path to a .csv/.tsv with image and caption columns>"],
-        "series methods": methods_for("series"),
-        "series datasets": [*list_series_datasets(), "ucr:<any UCR name>", "uea:<any UEA name> (online)"],
-        "series backbones": list_series_backbones(),
-        "series presets": list(SERIES_PRESETS),
-        "heads": list(HEADS),
-    }
-    return "\n".join(f"{name:<18} {', '.join(items)}" for name, items in rows.items())
+    rows = {"modalities": MODALITIES.names()}
+    for modality in MODALITIES.values():
+        rows[f"{modality.in_words} methods"] = [name for name in list_methods() if modality.trains(name)]
+        rows[f"{modality.in_words} datasets"] = modality.datasets()
+        rows.update({f"{modality.in_words} {kind}": entries for kind, entries in modality.list_entries().items()})
+    rows["heads"] = list(HEADS)
+    width = max(map(len, rows)) + 1
+    return "\n".join(f"{name:<{width}}{', '.join(items)}" for name, items in rows.items())
 
 
 def _pack_shards(args: argparse.Namespace) -> int:

@@ -1,8 +1,11 @@
-"""Run configuration: one flat dataclass, YAML in and out, ``key=value`` overrides.
+"""Run configuration: one dataclass, YAML in and out, ``key=value`` overrides.
 
-Precedence, lowest first: the field defaults, the dataset's recipe (fills what is left unset),
-a YAML file, command-line flags, ``key=value`` overrides. :func:`resolve` fills every unset field,
-so the ``config.yaml`` saved in a run folder states exactly what ran.
+The keys every run shares are flat; a modality's own options are a section named after it
+(``series.pooling=pyramid``, ``series: {pooling: pyramid}`` in YAML), checked by its unit
+(:mod:`contrastkit.modalities`). Precedence, lowest first: the field defaults, the recipes (fill
+what is left unset, see :func:`resolve`), a YAML file, command-line flags, ``key=value`` overrides.
+:func:`resolve` fills every unset field, so the ``config.yaml`` saved in a run folder states exactly
+what ran, its modality included.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import dataclasses
 import difflib
 import math
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +31,7 @@ class Config:
     # what to train
     method: str = "simclr"
     dataset: str = "mnist"
+    modality: str | None = None  # the kind of data; unset: recognised from the dataset
     data_root: str | None = None
     image_size: int | None = None
     backbone: str | None = None
@@ -41,8 +46,8 @@ class Config:
     similarity: str = "cosine"
     pooling: str = "mean"  # text encoders: mean, cls or max over the token states
     max_length: int | None = None  # text encoders: tokens kept per sentence
-    series_pooling: str | None = None  # series encoders: max, or a temporal pyramid of maxima
-    caption_templates: str | None = None  # image-text: a file of prompt templates; unset: built-in ones
+    # The options of each modality, by its name: series.pooling=pyramid sets {"series": {"pooling": ...}}.
+    modality_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # how to train
     epochs: int | None = None
     batch_size: int | None = None
@@ -78,40 +83,14 @@ class Config:
 
 
 # Recipes fill what the user left unset, in this order of precedence (highest first): the dataset's
-# entry for the method ("methods"), the method's recipe for the data (Method.recipes: "small" for
-# images with sides up to 64 pixels, "large" above, "text" for text, "image_text" for image-caption
-# pairs), the dataset's recipe,
-# FALLBACKS. "lr_per_256" is scaled linearly with the batch size where the recipe gives no "lr".
-# The MNIST recipe is sized to pretrain and evaluate within five minutes on two CPU cores.
-RECIPES: dict[str, dict[str, Any]] = {
-    # Barlow Twins estimates a projection_dim^2 cross-correlation from one batch: with the small
-    # CNN's batches a 512-d projector beat the CIFAR recipe's 2048-d one on digits (kNN 0.86 vs 0.56).
-    "mnist": dict(image_side=28, backbone="small_cnn", epochs=6, batch_size=256, knn_k=20,
-                  methods={"simclr": dict(temperature=0.2),
-                           "barlow_twins": dict(hidden_dim=512, projection_dim=512),
-                           "clip": dict(preset="mnist"), "siglip": dict(preset="mnist")}),
-    "digits": dict(image_side=8, backbone="small_cnn", epochs=10, batch_size=128, knn_k=20,
-                   methods={"barlow_twins": dict(hidden_dim=512, projection_dim=512),
-                            # Digits are not mirror-symmetric: their own crop and rotation, no flip.
-                            "clip": dict(preset="digits"), "siglip": dict(preset="digits")}),
-    "cifar10": dict(image_side=32, backbone="resnet18", epochs=200, batch_size=512, knn_k=200),
-    # Text: fine-tune a pretrained sentence encoder (all-MiniLM-L6-v2 loads offline from its package).
-    # STS-B: 2 epochs of batch 16 take 6.5 minutes on two CPU cores and lift CoSENT's test Spearman
-    # from 0.820 to 0.858 (benchmarks/RESULTS.md); batch 64 for 4 epochs reached only 0.832.
-    "stsb": dict(backbone="hf:all-MiniLM-L6-v2", epochs=2, batch_size=16, knn_k=20, warmup_epochs=0.2,
-                 methods={"simcse_unsup": dict(epochs=1, batch_size=64)}),
-    "sst2": dict(backbone="hf:all-MiniLM-L6-v2", epochs=1, batch_size=64, knn_k=20, warmup_epochs=0.1),
-    "agnews": dict(backbone="hf:all-MiniLM-L6-v2", epochs=1, batch_size=64, knn_k=20, warmup_epochs=0.1),
-}
-DEFAULT_RECIPE: dict[str, Any] = dict(backbone="resnet18", epochs=100, batch_size=256, knn_k=200)
-DEFAULT_TEXT_RECIPE: dict[str, Any] = dict(backbone="hf:all-MiniLM-L6-v2", epochs=1, batch_size=64, knn_k=20,
-                                           warmup_epochs=0.1)
-# Time series (UCR/UEA): TS2Vec's encoder and batch; the sets are small (36 to 1,000 series).
-DEFAULT_SERIES_RECIPE: dict[str, Any] = dict(backbone="ts2vec_cnn", batch_size=8, knn_k=5)
+# entry for the method (the "methods" of its recipe), the method's recipe for the data
+# (Method.recipes, under the key the modality gives: "small" for images with sides up to 64 pixels,
+# "large" above, else the modality's name), the dataset's recipe (Modality.recipes, else the
+# modality's default_recipe), FALLBACKS. "lr_per_256" is scaled linearly with the batch size where
+# no recipe gives "lr"; the modality's options take their defaults.
 FALLBACKS: dict[str, Any] = dict(optimizer="sgd", head="mlp2", projection_dim=128, weight_decay=5e-4,
                                  lr_per_256=0.12, warmup_epochs=0.0, lr_schedule="cosine",
-                                 max_length=128, series_pooling="max")
-SMALL_IMAGE_SIDE = 64
+                                 max_length=128)
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("sgd", "lars", "adamw"),
     "lr_schedule": ("cosine", "constant"),
@@ -123,13 +102,16 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "embedding_method": ("auto", "tsne", "umap", "pca"),
     "head": ("identity", "linear", "mlp2", "mlp3"),
     "pooling": ("mean", "cls", "max"),
-    "series_pooling": ("max", "pyramid"),
 }
 # What each key means, for `contrastkit train --help-config`.
 DESCRIPTIONS: dict[str, str] = {
     "method": "self-supervised method (contrastkit list)",
     "dataset": ("dataset name (contrastkit list), an ImageFolder path, a text file or caption table, or "
                 "ucr:NAME / uea:NAME (time series)"),
+    "modality": ("the kind of data (contrastkit list); unset: recognised from the dataset. Name it where a file "
+                 "could be several kinds"),
+    "modality_options": ("the modality's own options (listed below), set as MODALITY.NAME=value, e.g. "
+                         "series.pooling=pyramid"),
     "data_root": "where the dataset lives or is downloaded to (a folder or packed-JPEG .npz); unset: "
                  "$CONTRASTKIT_DATA or ~/.cache/contrastkit",
     "image_size": "side the images are resized to when loaded; unset: as stored",
@@ -146,10 +128,6 @@ DESCRIPTIONS: dict[str, str] = {
     "similarity": "similarity of the contrastive losses",
     "pooling": "text encoders: how token states become one sentence embedding",
     "max_length": "text encoders: tokens kept per sentence (longer ones are truncated); unset: the recipe's",
-    "series_pooling": "series encoders: one vector per series as the maximum over its timesteps (max), or the "
-                      "maxima over it, its halves and its quarters, concatenated (pyramid); unset: the recipe's",
-    "caption_templates": ("image-text runs on a labelled image dataset: a .txt file of prompt templates, one per "
-                          "line with {} for the class name (captions and zero-shot prompts); unset: built-in ones"),
     "epochs": "passes over the training set",
     "batch_size": ("samples (images, sentences, pairs) per optimizer step over all processes (the global "
                    "batch), each made into the method's views"),
@@ -255,13 +233,73 @@ def _coerce(key: str, value: Any) -> Any:
     raise ConfigError(f"{key} must be {_expected_in_words(key, options)}, got {value!r} ({given}).")
 
 
+def _modality_keys() -> tuple[list[str], dict[str, str]]:
+    """The registered modalities' names (their option sections) and their renamed flat keys of
+    earlier releases (old key -> "modality.option")."""
+    from contrastkit.modalities import MODALITIES
+
+    renamed = {old: f"{unit.name}.{option}" for unit in MODALITIES.values()
+               for old, option in unit.renamed_keys.items()}
+    return MODALITIES.names(), renamed
+
+
+_renames_said: set[str] = set()
+
+
+def _say_renamed(old: str, new: str) -> None:
+    """One notice per process that a config key has a new name."""
+    if old not in _renames_said:
+        _renames_said.add(old)
+        print(f"note: config key {old} is now {new}; the old name is accepted until the next release.",
+              file=sys.stderr, flush=True)
+
+
+def value_of(config: Config, key: str) -> Any:
+    """The value ``key`` names in ``config``: a field's, one option of a dict field
+    (``method_options.queue_size``), a modality's option (``series.pooling``, or under a renamed
+    flat key such as ``series_pooling``) or a modality's whole section (``series``)."""
+    head, dot, option = key.partition(".")
+    if head in FIELDS:
+        value = getattr(config, head)
+        return value.get(option) if dot and isinstance(value, dict) else value
+    head, dot, option = _modality_keys()[1].get(key, key).partition(".")
+    section = config.modality_options.get(head, {})
+    return section.get(option) if dot else section
+
+
+def _with_modality_option(sections: dict[str, dict[str, Any]], key: str, value: Any) -> dict[str, dict[str, Any]]:
+    """``sections`` with the option ``key`` ("series.pooling", or a whole "series" mapping) set;
+    the values are checked when the run's modality is known (:func:`resolve`)."""
+    name, dot, option = key.partition(".")
+    section = dict(sections.get(name, {}))
+    if dot and option:
+        section[option] = value
+    elif not dot and isinstance(value, dict) and all(isinstance(item, str) for item in value):
+        section.update(value)
+    else:
+        raise ConfigError(f"{key} takes the {name} options as a mapping, e.g. {name}: {{NAME: value}} in YAML, or "
+                          f"{name}.NAME=value on the command line (`contrastkit train --help-config` lists them).")
+    return {**sections, name: section}
+
+
 def update(config: Config, values: Mapping[str, Any]) -> Config:
-    """A copy of ``config`` with ``values`` set, each key and value checked."""
+    """A copy of ``config`` with ``values`` set, each key and value checked; a modality's options
+    (``series.pooling``) are checked against the run's modality by :func:`resolve`."""
     checked: dict[str, Any] = {}
     for key, value in values.items():
+        if key.partition(".")[0] not in FIELDS:
+            sections, renamed = _modality_keys()
+            if key in renamed:
+                _say_renamed(key, renamed[key])
+                if value is None:  # the old default: unset
+                    continue
+                key = renamed[key]
+            if key.partition(".")[0] not in sections:
+                raise _unknown_key(key.partition(".")[0])
+            checked["modality_options"] = _with_modality_option(
+                checked.get("modality_options", config.modality_options), key, value)
+            continue
         key, dot, option = key.partition(".")
-        if key not in FIELDS:
-            raise _unknown_key(key)
         if dot:  # method_options.queue_size=8192 sets one entry of a dict field
             if not isinstance(getattr(config, key), dict) or not option:
                 raise ConfigError(f"{key}.{option} is not a valid key: only the dict keys (method_options, "
@@ -307,116 +345,67 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def save_yaml(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
-
-
-def series_name(dataset: str) -> str | None:
-    """The UCR/UEA archive name ``dataset`` stands for (a name aeon bundles, in any case, or
-    ``ucr:NAME`` / ``uea:NAME`` for any other), or None."""
-    from contrastkit.data.series import BUNDLED_SERIES
-
-    prefix, colon, name = dataset.partition(":")
-    if colon and prefix.lower() in ("ucr", "uea") and name:
-        return name
-    return next((bundled for bundled in BUNDLED_SERIES if bundled.lower() == dataset.lower()), None)
-
-
-def modality(dataset: str, method: str | None = None) -> str:
-    """What a run on ``dataset`` trains on:
-
-    * "series": a UCR/UEA time series dataset (the names aeon bundles, ``ucr:NAME`` / ``uea:NAME``);
-    * "image_text": a caption table (.csv/.tsv naming an image column), or an image dataset given
-      to a method that trains on image-text pairs only (``method``), captioned from its classes;
-    * "text": text datasets (stsb, sst2, agnews, .txt/.tsv/.csv files, joins with +, hf:NAME);
-    * "image" otherwise.
-    """
-    from contrastkit.data.image_text import is_caption_table
-    from contrastkit.data.text import TEXT_DATASETS
-    from contrastkit.methods import METHODS
-
-    if series_name(dataset) is not None:
-        return "series"
-    if is_caption_table(dataset):
-        return "image_text"
-    if dataset in TEXT_DATASETS.names() or "+" in dataset or dataset.startswith("hf:"):
-        return "text"
-    if Path(dataset).suffix.lower() in (".txt", ".tsv", ".csv"):
-        return "text"
-    if method is not None and METHODS.get(method).modalities == ("image_text",):
-        return "image_text"
-    return "image"
-
-
-def _modality_for_people(kind: str) -> str:
-    """A :func:`modality` as a sentence names it, with its article.
-
-    Example:
-        >>> [_modality_for_people(kind) for kind in ("image", "image_text", "text", "series")]
-        ['an image', 'an image-text', 'a text', 'a series']
-    """
-    words = kind.replace("_", "-")
-    return f"{'an' if words[0] in 'aeiou' else 'a'} {words}"
-
-
-def image_side(config: Config) -> int | None:
-    """The side of the run's images: ``image_size``, else the dataset recipe's, else as stored (read
-    from one image of a dataset path); None where nothing tells (text, series, a missing path)."""
-    from contrastkit.data.datasets import stored_image_side
-
-    side = config.image_size or RECIPES.get(config.dataset, {}).get("image_side")
-    return side if side is not None else stored_image_side(config.dataset)
-
-
-def is_cifar_size(side: int | None) -> bool:
-    """Whether images of ``side`` pixels take the CIFAR-size recipes (side <= 64) rather than the
-    ImageNet-size ones; an unknown side takes the ImageNet-size ones."""
-    return side is not None and side <= SMALL_IMAGE_SIDE
-
-
-def recipe_key(kind: str, side: int | None) -> str:
-    """Which of a method's recipes applies to ``kind`` of data ("text", "image_text", "series"), or
-    for images of ``side`` pixels "small" (CIFAR-size) or "large" (ImageNet-size)."""
-    if kind != "image":
-        return kind
-    return "small" if is_cifar_size(side) else "large"
+    """Write ``config`` as YAML, each modality's options as a section of its name after ``modality``."""
+    values: dict[str, Any] = {}
+    for key, value in dataclasses.asdict(config).items():
+        if key == "modality_options":
+            continue
+        values[key] = value
+        if key == "modality":
+            values.update({name: options for name, options in config.modality_options.items() if options})
+    Path(path).write_text(yaml.safe_dump(values, sort_keys=False))
 
 
 def resolve(config: Config) -> Config:
-    """Fill every unset field from the recipes (see RECIPES) and validate the whole config."""
+    """Fill every unset field by the one rule of precedence (see FALLBACKS above): the modality is
+    named or recognised once (:func:`contrastkit.modalities.resolve_modality`), its recipes and the
+    method's fill what is unset, its options take their defaults; then the whole config is checked."""
     from contrastkit.methods import METHODS
+    from contrastkit.modalities import MODALITIES, resolve_modality
 
     method = METHODS.get(config.method)
-    kind = modality(config.dataset, config.method)
-    data = kind.replace("_", "-")  # "image-text", as a sentence says it
-    if kind not in method.modalities:
-        trains_on = " or ".join(name.replace("_", "-") for name in method.modalities)
-        raise ConfigError(f"{config.method} trains on {trains_on} data, but {config.dataset!r} is {data} data; "
-                          f"choose {_modality_for_people(kind)} method (contrastkit list) or another dataset.")
-    if config.data_placement == "stream" and kind != "image":
+    unit = resolve_modality(config.dataset, config.method, config.modality)
+    if not unit.trains(config.method):
+        trains_on = " or ".join(other.in_words for other in MODALITIES.values() if other.trains(config.method))
+        raise ConfigError(f"{config.method} trains on {trains_on} data, but {config.dataset!r} is {unit.in_words} "
+                          f"data; choose {unit.with_article} method (contrastkit list) or another dataset.")
+    if config.data_placement == "stream" and not unit.streams_from_files:
         raise ConfigError(f"data_placement=stream streams image datasets from their files; {config.dataset!r} is "
-                          f"{data} data for {config.method}, which is held in memory. Use data_placement=auto.")
-    default = {"text": DEFAULT_TEXT_RECIPE, "series": DEFAULT_SERIES_RECIPE}.get(kind, DEFAULT_RECIPE)
-    dataset_recipe = dict(RECIPES.get(config.dataset, default))
-    dataset_recipe.pop("image_side", None)
+                          f"{unit.in_words} data for {config.method}, which is held in memory. Use "
+                          "data_placement=auto.")
+    dataset_recipe = unit.recipe(config.dataset)
     per_method = dataset_recipe.pop("methods", {}).get(config.method, {})
-    side = image_side(config) if kind in ("image", "image_text") else None
-    recipe = {**FALLBACKS, **dataset_recipe, **method.recipes.get(recipe_key(kind, side), {}), **per_method}
+    recipe = {**FALLBACKS, **dataset_recipe, **method.recipes.get(unit.recipe_key(config), {}), **per_method}
     lr_per_256 = recipe.pop("lr_per_256")
     options = {**recipe.pop("method_options", {}), **config.method_options}
     filled = {key: value for key, value in recipe.items() if getattr(config, key) is None}
-    config = dataclasses.replace(config, **filled, method_options=method.options(options))
+    config = dataclasses.replace(config, **filled, method_options=method.options(options),
+                                 modality=unit.name, modality_options=_run_options(config, unit))
     if config.sync_batchnorm is None:
         config = dataclasses.replace(config, sync_batchnorm=method.sync_batchnorm)
-    if config.cifar_stem is None:
-        # CIFAR-size images keep their resolution through a ResNet's 3x3 stride-1 stem, as in the
-        # CIFAR recipes of SimCLR, lightly and solo-learn; larger images and other backbones take
-        # their usual stem.
-        config = dataclasses.replace(config, cifar_stem=is_cifar_size(side) and config.backbone.startswith("resnet"))
+    derived = {key: value for key, value in unit.derived_defaults(config).items() if getattr(config, key) is None}
+    config = dataclasses.replace(config, **derived)
     if config.lr is None:
         # The linear scaling rule of SimCLR's and lightly's recipes.
         config = dataclasses.replace(config, lr=lr_per_256 * config.batch_size / 256)
     validate(config)
     return config
+
+
+def _run_options(config: Config, unit: Any) -> dict[str, dict[str, Any]]:
+    """The options of the run's modality, checked and with their defaults; another modality's
+    section is dropped when it holds only that modality's defaults (a config saved by an earlier
+    release names every option of every modality), and refused otherwise."""
+    from contrastkit.modalities import MODALITIES
+
+    for name, given in config.modality_options.items():
+        other = MODALITIES.get(name)
+        if other is not unit and other.options(given) != other.default_options:
+            set_keys = ", ".join(f"{name}.{key}" for key in given)
+            raise ConfigError(f"{set_keys} configures {other.in_words} runs, but this run trains on {unit.in_words} "
+                              f"data ({config.dataset}); drop it, or name the modality with modality={name}.")
+    options = unit.options(config.modality_options.get(unit.name))
+    return {unit.name: options} if options else {}
 
 
 def check_device(name: str) -> None:

@@ -4,13 +4,10 @@ A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``t
 ``checkpoints/last.pt``, ``plots/*.png`` and ``summary.json`` (the final evaluation); what it
 guarantees (one writer, no foreign files overwritten, atomic files) is :mod:`contrastkit.run_folder`'s.
 
-One core serves every modality: the config's dataset (and method) decide whether the run is an
-image run (uint8 tensors, a backbone, a MultiView preset, kNN and linear probes beside raw pixels),
-a text run (sentences, an ``hf:`` encoder, text views, STS / linear-probe / retrieval scores beside
-the encoder before training), an image-text run (images with captions, two towers, zero-shot and
-retrieval scores) or a time series run (UCR/UEA series, a 1-D encoder, series views, SVM / kNN /
-linear probes beside 1-NN Euclidean and DTW); the trainer and the methods see only batches, views
-and labels.
+The kind of data is a registered unit (:mod:`contrastkit.modalities`), resolved once per run and
+written to ``config.yaml``: it loads the data and builds the encoder, the views and the method, gives
+the loader, embeds a split and scores the run. This module only puts the run folder around them;
+the trainer and the methods see batches, views and labels.
 """
 
 from __future__ import annotations
@@ -30,32 +27,15 @@ import torch.distributed as dist
 from contrastkit import config as config_module
 from contrastkit import run_folder
 from contrastkit._wording import counted
-from contrastkit.augment import ImageTextViews, MultiView, TextViews, preset, text_preset
 from contrastkit.config import Config
-from contrastkit.augment.series import series_preset
-from contrastkit.data import (CaptionedLoader, DatasetSplits, DeviceLoader, ImageTextSplits, TextLoader, TextSplits,
-                              create_loader, load_dataset, load_image_text_dataset, load_text_dataset)
-from contrastkit.data.series import SeriesSplits, load_series
-from contrastkit.data.streaming import StreamedImages, StreamLoader
-from contrastkit.data.text import TEXT_DATASETS
-from contrastkit.errors import ContrastkitError, DatasetError
-from contrastkit.evaluate import (classification_metrics, extract_features, extract_text_features, knn_predict,
-                                  linear_probe, plot_embedding, plot_training_curves, retrieval_recall, sts_spearman,
-                                  zero_shot_classifier, zero_shot_predict)
-from contrastkit.evaluate.series import one_nn_dtw, one_nn_euclidean, svm_probe
+from contrastkit.errors import ContrastkitError
+from contrastkit.evaluate import plot_embedding, plot_training_curves
 from contrastkit.methods import METHODS, Method
-from contrastkit.models import create_backbone
-from contrastkit.models.series import list_series_backbones, pooled
-from contrastkit.models.text import DEFAULT_TEXT_ENCODER
+from contrastkit.modalities import MODALITIES, resolve_modality
 from contrastkit.train import Trainer, TrainerState, create_optimizer, load_checkpoint, read_metrics, write_atomic
 from contrastkit.train.checkpoint import UnreadableCheckpoint
 from contrastkit.train.distributed import (ProcessGroup, convert_sync_batchnorm, init_process_group,
                                            launcher_environment)
-
-
-# Captions whose locked-tower features are cached for training (384 floats each for MiniLM: 300 MB
-# at the limit); a larger caption table is tokenized and encoded at every step instead.
-TEXT_CACHE_LIMIT = 200_000
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -91,102 +71,24 @@ def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
 
 
 class Run:
-    """Everything built from one resolved config: data, views and the method, for its modality."""
+    """Everything built from one resolved config by its modality: data, views and the method.
 
-    def __init__(self, config: Config,
-                 splits: DatasetSplits | TextSplits | ImageTextSplits | SeriesSplits | None = None) -> None:
+    Args:
+        config: the run's config (resolved: :func:`contrastkit.config.resolve`).
+        splits: the data, when already loaded (else the modality loads ``config.dataset``).
+    """
+
+    def __init__(self, config: Config, splits: Any = None) -> None:
         self.device = pick_device(config.device)
-        self.modality = config_module.modality(config.dataset, config.method)
+        # A config saved before the modality was recorded is recognised from its dataset.
+        self.modality = MODALITIES.get(config.modality) if config.modality \
+            else resolve_modality(config.dataset, config.method)
         self.precision = config.precision if config.precision != "auto" else (
             "bf16" if self.device.type == "cuda" else "fp32")
-        method_class = METHODS.get(config.method)
-        if self.modality == "text":
-            self._build_text(config, method_class, splits)
-        elif self.modality == "image_text":
-            self._build_image_text(config, method_class, splits)
-        elif self.modality == "series":
-            self._build_series(config, method_class, splits)
-        else:
-            self._build_image(config, method_class, splits)
-        # What ran, so that config.yaml names the preset a dataset's default stood for.
-        self.config = dataclasses.replace(config, preset=self.preset)
-
-    def _build_text(self, config: Config, method_class: type[Method], splits: TextSplits | None) -> None:
-        if not config.backbone.startswith("hf:"):
-            raise ContrastkitError(f"{config.dataset} is a text dataset, so its encoder is a Hugging Face model: "
-                                   f"backbone=hf:NAME (e.g. {DEFAULT_TEXT_ENCODER}), not {config.backbone!r}.")
-        self.splits = splits or load_text_dataset(config.dataset, root=config.data_root)
-        torch.manual_seed(config.seed)
-        backbone = create_backbone(config.backbone, pooling=config.pooling, max_length=config.max_length)
-        self.method: Method = method_class.from_config(backbone, config).to(self.device)
-        self.preset = config.preset or "dropout"
-        self.augment: MultiView | TextViews | ImageTextViews = text_preset(self.preset, backbone.tokenize,
-                                                                           device=self.device)
-
-    def _build_image(self, config: Config, method_class: type[Method], splits: DatasetSplits | None) -> None:
-        self._check_image_backbone(config)
-        self.splits = splits or load_dataset(config.dataset, root=config.data_root, image_size=config.image_size,
-                                             placement=config.data_placement)
-        for split in (self.splits.train, self.splits.test):
-            if isinstance(split.images, StreamedImages):
-                split.images.decode_device = self.device  # evaluation decodes its batches there too
-        if method_class.requires_labels and len(self.splits.classes) < 2:
-            raise ContrastkitError(f"{config.method} is supervised and needs class labels, but {config.dataset} has "
-                                   f"{len(self.splits.classes)} class; give an ImageFolder tree with one folder per "
-                                   "class, or choose a self-supervised method such as simclr.")
-        self.method = self._image_method(config, method_class)
-        # On the device: the normalisation constants would otherwise be copied there at every batch.
-        self.augment = self.method.configure_views(self._image_views(config)).to(self.device)
-
-    def _build_image_text(self, config: Config, method_class: type[Method], splits: ImageTextSplits | None) -> None:
-        self._check_image_backbone(config)
-        self.splits = splits or load_image_text_dataset(config.dataset, root=config.data_root,
-                                                        image_size=config.image_size,
-                                                        templates=config.caption_templates)
-        self.method = self._image_method(config, method_class)
-        image_views = self.method.configure_views(self._image_views(config))
-        tokenize = self.method.text_tower.tokenize
-        if self.method.text_tower.encoder in self.method.locked and len(self.splits.captions) <= TEXT_CACHE_LIMIT:
-            # A locked text tower gives each caption the same features at every step: encode them
-            # once, and train without the tokenizer and the text encoder in the step.
-            self.method.cache_text_features(self.splits.captions)
-            tokenize = None
-        self.augment = ImageTextViews(image_views, self.splits.captions, tokenize).to(self.device)
-
-    def _build_series(self, config: Config, method_class: type[Method], splits: SeriesSplits | None) -> None:
-        series_backbones = list_series_backbones()
-        if config.backbone not in series_backbones:
-            raise ContrastkitError(f"{config.dataset} holds time series, so its encoder is a series encoder "
-                                   f"({', '.join(series_backbones)}), not {config.backbone!r}.")
-        self.splits = splits or load_series(config_module.series_name(config.dataset), data_root=config.data_root)
-        torch.manual_seed(config.seed)
-        backbone = pooled(create_backbone(config.backbone, in_channels=self.splits.channels), config.series_pooling)
-        self.method = method_class.from_config(backbone, config).to(self.device)
-        self.preset = config.preset or "simclr"
-        views = series_preset(self.preset, **config.preset_options)
-        self.augment = self.method.configure_views(views).to(self.device)
-
-    @staticmethod
-    def _check_image_backbone(config: Config) -> None:
-        if config.backbone.startswith("hf:"):
-            text_tower = " (an image-text method's text tower is method_options.text_encoder)" \
-                if "image_text" in METHODS.get(config.method).modalities else ""
-            raise ContrastkitError(f"backbone {config.backbone} is a text encoder, but {config.dataset} holds images; "
-                                   f"choose an image backbone (contrastkit list) or a text dataset{text_tower}.")
-
-    def _image_method(self, config: Config, method_class: type[Method]) -> Method:
-        torch.manual_seed(config.seed)
-        backbone = create_backbone(config.backbone, in_channels=self.splits.channels,
-                                   cifar_stem=bool(config.cifar_stem))
-        return method_class.from_config(backbone, config).to(self.device)
-
-    def _image_views(self, config: Config) -> MultiView:
-        self.preset = config.preset or self.splits.default_preset
-        views = preset(self.preset, size=config.image_size or self.splits.image_size,
-                       mean=self.splits.mean, std=self.splits.std, **config.preset_options)
-        views.backend = config.augment_backend
-        views.channels_last = config.channels_last  # the views are made in the model's layout
-        return views
+        built = self.modality.build(config, METHODS.get(config.method), splits, self.device)
+        self.splits, self.method, self.augment = built.splits, built.method, built.augment
+        # What ran, so that config.yaml names the modality and the preset a dataset's default stood for.
+        self.config = dataclasses.replace(config, modality=self.modality.name, preset=built.preset)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "Run":
@@ -210,19 +112,11 @@ class Run:
 
     def features(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen backbone features (float32, CPU) and labels (zeros where there are none) of the
-        train or test split; for text, of the split's (first) sentences."""
+        train or test split, as the modality embeds them."""
         data = getattr(self.splits, split)
         if data is None:
             raise ContrastkitError(f"{self.config.dataset} has no {split} split; embed its train split instead.")
-        if self.modality == "text":
-            features = extract_text_features(self.method.backbone, data.texts, device=self.device)
-            labels = data.labels if data.labels is not None else torch.zeros(len(data), dtype=torch.long)
-            return features, labels
-        if self.modality == "series":
-            return extract_features(self.method.backbone, data.values, device=self.device), data.labels
-        features = extract_features(self.method.backbone, data.images, self.augment.eval_view,
-                                    device=self.device, channels_last=self.config.channels_last)
-        return features, data.labels
+        return self.modality.features(self, data)
 
 
 def check_run_folder(run_dir: str | Path) -> Path:
@@ -322,17 +216,7 @@ def _train_prepared(config: Config, out_dir: Path, resume: bool,
             print(f"note: {run.splits.skipped} unreadable image(s) were skipped")
     if config.sync_batchnorm and group.world_size > 1:
         run.method = convert_sync_batchnorm(run.method, run.device)
-    if run.modality == "text":
-        loader = TextLoader(run.splits.train, config.batch_size, device=run.device, seed=config.seed)
-    elif run.modality == "series":
-        loader = DeviceLoader(run.splits.train.values, run.splits.train.labels, config.batch_size, device=run.device,
-                              seed=config.seed)
-    elif run.modality == "image_text":
-        loader = CaptionedLoader(run.splits.train.images, run.splits.train_captions, run.splits.train.labels,
-                                 config.batch_size, device=run.device, seed=config.seed)
-    else:
-        loader = create_loader(run.splits.train.images, run.splits.train.labels, config.batch_size,
-                               device=run.device, seed=config.seed, placement=config.data_placement)
+    loader = run.modality.loader(run)
     # Momentum (teacher) encoders are updated by the method, never by the optimizer.
     trainable = [parameter for parameter in run.method.parameters() if parameter.requires_grad]
     optimizer = create_optimizer(config.optimizer, trainable, lr=config.lr,
@@ -342,8 +226,7 @@ def _train_prepared(config: Config, out_dir: Path, resume: bool,
                       lr_schedule=config.lr_schedule, out_dir=out_dir, precision=run.precision,
                       channels_last=config.channels_last, compile=config.compile, compile_mode=config.compile_mode,
                       log_every=config.log_every, progress=config.progress, callbacks=callbacks,
-                      # A transformer may hold layers its sentence embedding does not use (BERT's pooler).
-                      find_unused_parameters=run.modality in ("text", "image_text"))
+                      find_unused_parameters=run.modality.find_unused_parameters)
     if group.is_main:
         processes = f" x {group.world_size} processes" if group.world_size > 1 else ""
         print(f"training {config.method} on {config.dataset} ({counted(len(run.splits.train), 'sample')}) with "
@@ -360,11 +243,7 @@ def _train_prepared(config: Config, out_dir: Path, resume: bool,
         return out_dir
     summary = {"train_seconds": round(state.train_seconds, 2), "epochs": state.epoch, "steps": state.step,
                "device": str(run.device), "dataset": config.dataset, "method": config.method,
-               "world_size": group.world_size}
-    if isinstance(loader, StreamLoader):
-        summary["skipped_images"] = loader.skipped
-        if loader.skipped:
-            print(f"note: {loader.skipped} unreadable image(s) were skipped while streaming", flush=True)
+               "world_size": group.world_size, **run.modality.after_training(loader)}
     _write_json_atomic(summary, out_dir / "summary.json")
     try:
         if config.evaluate:
@@ -429,128 +308,25 @@ PROTOCOLS = ("knn", "linear")
 
 
 def evaluate(run: Run, out_dir: Path, protocols: Sequence[str] = PROTOCOLS) -> dict[str, Any]:
-    """kNN and/or linear probe on frozen backbone features, beside the same on raw pixels; for
-    image-text runs also zero-shot classification and image-text retrieval; for series an SVM too,
-    beside 1-NN Euclidean and DTW on the raw series (text runs: see :func:`score_text_encoder`).
+    """Score a trained run as its modality does, and add the scores to summary.json: kNN and / or
+    linear probes on frozen backbone features beside the same on the raw inputs (``<protocol>_top1``,
+    ``_precision``, ``_recall``, ``_f1`` and ``raw_<protocol>_...``); image-text adds zero-shot or
+    retrieval scores, series an SVM and 1-NN Euclidean / DTW, text STS, probes and retrieval
+    (:func:`contrastkit.modalities.text.score_text_encoder`).
 
-    Adds ``<protocol>_top1/_precision/_recall/_f1`` and ``raw_<protocol>_...`` to summary.json
-    (``zero_shot_...`` and ``image_to_text_recall@k`` / ``text_to_image_recall@k`` for image-text).
+    Args:
+        run: a trained run (:meth:`Run.load`).
+        out_dir: its run folder.
+        protocols: the probes to run, of ``knn`` and ``linear``.
     """
     for protocol in protocols:
         if protocol not in PROTOCOLS:
             raise ContrastkitError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}.")
-    if run.modality == "text":
-        return _evaluate_text(run, out_dir)
-    if run.modality == "series":
-        return _evaluate_series(run, out_dir, protocols)
     start = time.perf_counter()
-    results = _probe_results(run, protocols)
-    image_text = _image_text_results(run) if run.modality == "image_text" else {}
-    if not results and not image_text:
+    results = run.modality.evaluate(run, protocols)
+    if not results:
         return json.loads((out_dir / "summary.json").read_text()) if (out_dir / "summary.json").exists() else {}
-    results.update(image_text)
     results["eval_seconds"] = round(time.perf_counter() - start, 2)
-    raw = f"raw_{protocols[0]}_top1" in results
-    lines = [format_results(results, protocols, raw)] if f"{protocols[0]}_top1" in results else []
-    lines += [f"{key:<28}{value:>9.4f}" for key, value in image_text.items()]
-    print("\n".join(lines), flush=True)
-    return _add_to_summary(results, out_dir)
-
-
-def _probe_results(run: Run, protocols: Sequence[str]) -> dict[str, Any]:
-    """kNN / linear-probe metrics of the backbone's features (and of raw pixels) on the test split."""
-    config = run.config
-    num_classes = len(run.splits.classes)
-    if num_classes == 1:
-        # Every prediction would be right: a top-1 of 1.0 that says nothing about the encoder.
-        print(f"note: {config.dataset} has a single class, so kNN and linear-probe accuracy would be 1.0 by "
-              "construction; evaluation skipped (give labelled data, one folder per class, to evaluate).", flush=True)
-        return {}
-    if num_classes == 0:  # a caption table: scored by retrieval instead
-        return {}
-    train_features, train_labels = run.features("train")
-    test_features, test_labels = run.features("test")
-    inputs = {"": (train_features, test_features)}
-    if config.raw_baseline and isinstance(run.splits.train.images, StreamedImages):
-        print("note: no raw-pixel baseline for streamed images (it would decode the whole dataset into memory).",
-              flush=True)
-    elif config.raw_baseline:
-        flat = [getattr(run.splits, split).images.flatten(1).float() / 255 for split in ("train", "test")]
-        inputs["raw_"] = tuple(flat)
-    results: dict[str, Any] = {}
-    for prefix, (train_x, test_x) in inputs.items():
-        for protocol in protocols:
-            if protocol == "knn":
-                predicted = knn_predict(train_x, train_labels, test_x, k=config.knn_k,
-                                        temperature=config.knn_temperature, num_classes=num_classes)
-            else:
-                predicted = linear_probe(train_x, train_labels, test_x, num_classes=num_classes,
-                                         weight_decay=config.linear_weight_decay)
-            metrics = classification_metrics(test_labels, predicted, num_classes=num_classes)
-            results.update({f"{prefix}{protocol}_{key}": round(value, 4) for key, value in metrics.items()})
-    return results
-
-
-# Retrieval on a caption table without test rows is scored on this many of its training pairs.
-RETRIEVAL_TRAIN_PAIRS = 1000
-
-
-def _image_text_results(run: Run) -> dict[str, float]:
-    """Zero-shot top-1 / macro-F1 on the test split of class-captioned data (prompts from the
-    templates); image-to-text and text-to-image recall@1/5/10 on a caption table's test pairs
-    (``train_`` keys: its first training pairs, when it has no test rows)."""
-    splits: ImageTextSplits = run.splits
-    method, device = run.method, run.device
-
-    def embed_images(images: torch.Tensor) -> torch.Tensor:
-        return extract_features(method.image_tower, images, run.augment.eval_view, device=device,
-                                channels_last=run.config.channels_last)
-
-    def embed_texts(texts: list[str]) -> torch.Tensor:
-        return extract_text_features(method.text_tower, texts, device=device)
-
-    if splits.captions_per_class:
-        classifier = zero_shot_classifier(embed_texts, splits.prompt_names, splits.templates)
-        predicted = zero_shot_predict(embed_images(splits.test.images), classifier)
-        metrics = classification_metrics(splits.test.labels, predicted, num_classes=len(splits.classes))
-        return {"zero_shot_top1": round(metrics["top1"], 4), "zero_shot_f1": round(metrics["f1"], 4)}
-    prefix, images, ids = "", splits.test.images if splits.test is not None else None, splits.test_captions
-    if images is None:
-        prefix = "train_"
-        images, ids = splits.train.images[:RETRIEVAL_TRAIN_PAIRS], splits.train_captions[:RETRIEVAL_TRAIN_PAIRS]
-    caption_ids = ids[:, 0]
-    captions = [splits.captions[index] for index in caption_ids.tolist()]
-    # A table's equal captions share one id, and training counts pairs sharing a caption as
-    # positives of each other: so do the scores, else each tied copy would count as a miss.
-    recall = retrieval_recall(embed_images(images), embed_texts(captions), group_ids=caption_ids)
-    names = {"q2k": "image_to_text", "k2q": "text_to_image"}
-    return {f"{prefix}{names[key[:3]]}{key[3:]}": round(value, 4) for key, value in recall.items()}
-
-
-def _evaluate_series(run: Run, out_dir: Path, protocols: Sequence[str]) -> dict[str, Any]:
-    """kNN, linear probe and an RBF SVM (TS2Vec's protocol) on the frozen representation of the
-    official test split, beside 1-NN Euclidean and 1-NN DTW on the raw series."""
-    config, start = run.config, time.perf_counter()
-    num_classes = len(run.splits.classes)
-    (train_x, train_y), (test_x, test_y) = run.features("train"), run.features("test")
-    predictions = {"svm": svm_probe(train_x, train_y, test_x)}
-    if "knn" in protocols:
-        predictions["knn"] = knn_predict(train_x, train_y, test_x, k=min(config.knn_k, len(train_y)),
-                                         temperature=config.knn_temperature, num_classes=num_classes)
-    if "linear" in protocols:
-        predictions["linear"] = linear_probe(train_x, train_y, test_x, num_classes=num_classes,
-                                             weight_decay=config.linear_weight_decay)
-    if config.raw_baseline:
-        raw_train, raw_test = run.splits.train.values, run.splits.test.values
-        predictions["raw_1nn_euclidean"] = one_nn_euclidean(raw_train, train_y, raw_test)
-        predictions["raw_1nn_dtw"] = one_nn_dtw(raw_train, train_y, raw_test)
-    results: dict[str, Any] = {}
-    for name, predicted in predictions.items():
-        metrics = classification_metrics(test_y, predicted, num_classes=num_classes)
-        results.update({f"{name}_{key}": round(value, 4) for key, value in metrics.items()})
-    results["eval_seconds"] = round(time.perf_counter() - start, 2)
-    print("\n".join([f"{'protocol':<20}{'top1':>8}{'f1':>8}"] + [
-        f"{name:<20}{results[f'{name}_top1']:>8.4f}{results[f'{name}_f1']:>8.4f}" for name in predictions]), flush=True)
     return _add_to_summary(results, out_dir)
 
 
@@ -562,97 +338,6 @@ def _add_to_summary(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     return summary
 
 
-# A linear probe on a fixed random subset of this many training sentences keeps a text evaluation
-# to minutes on a CPU (SST-2 has 67k).
-PROBE_TRAIN_LIMIT = 20_000
-# STS-B pairs scored at least this (of 5) are near-paraphrases: the pairs retrieval is scored on.
-PARAPHRASE_SCORE = 4.0
-
-
-def text_eval_sets(config: Config, splits: TextSplits) -> dict[str, TextSplits]:
-    """What a text run is scored on: each named part of its dataset that has a test split, and
-    STS-B whenever it can be loaded from ``data_root`` (the common yardstick of sentence encoders)."""
-    sets = {config.dataset: splits} if splits.test is not None else {}
-    for name in config.dataset.split("+"):
-        if name != config.dataset and name in TEXT_DATASETS.names():
-            sets[name] = load_text_dataset(name, root=config.data_root)
-    if "stsb" not in sets:
-        try:
-            sets["stsb"] = load_text_dataset("stsb", root=config.data_root)
-        except DatasetError:
-            print("note: STS-B is not under data_root, so the run is not scored on it", flush=True)
-    return {name: data for name, data in sets.items() if data.test is not None}
-
-
-def score_text_encoder(encoder: torch.nn.Module, sets: dict[str, TextSplits], *, device: torch.device,
-                       linear_weight_decay: float = 1e-3, seed: int = 0) -> dict[str, float]:
-    """STS Spearman (scored pairs), linear-probe top-1 and macro-F1 (labelled sentences) and
-    retrieval recall@1/5/10 (pairs) of ``encoder`` on each test split, keyed ``<dataset>_<metric>``."""
-    results: dict[str, float] = {}
-
-    def embed(texts: list[str]) -> torch.Tensor:
-        return extract_text_features(encoder, texts, device=device)
-
-    for name, splits in sets.items():
-        test = splits.test
-        if test.pairs is not None:
-            first, second = embed(test.texts), embed(test.pairs)
-            near = slice(None)
-            if test.scores is not None:
-                results[f"{name}_spearman"] = round(sts_spearman(first, second, test.scores), 4)
-                near = test.scores >= PARAPHRASE_SCORE
-            results.update({f"{name}_{key}": round(value, 4)
-                            for key, value in retrieval_recall(first[near], second[near]).items()})
-        elif test.labels is not None:
-            train = splits.train
-            rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:PROBE_TRAIN_LIMIT]
-            train_x = embed([train.texts[row] for row in rows.tolist()])
-            predicted = linear_probe(train_x, train.labels[rows], embed(test.texts), num_classes=len(splits.classes),
-                                     weight_decay=linear_weight_decay)
-            metrics = classification_metrics(test.labels, predicted, num_classes=len(splits.classes))
-            results[f"{name}_linear_top1"] = round(metrics["top1"], 4)
-            results[f"{name}_linear_f1"] = round(metrics["f1"], 4)
-    return results
-
-
-def _evaluate_text(run: Run, out_dir: Path) -> dict[str, Any]:
-    """The text run's scores beside the encoder's before training (``raw_baseline``)."""
-    config, start = run.config, time.perf_counter()
-    sets = text_eval_sets(config, run.splits)
-    if not sets:
-        print(f"note: nothing to score {config.dataset} on (no test split, no STS-B under data_root)", flush=True)
-        return _add_to_summary({}, out_dir)
-    results = score_text_encoder(run.method.backbone, sets, device=run.device,
-                                 linear_weight_decay=config.linear_weight_decay, seed=config.seed)
-    if config.raw_baseline:
-        base = create_backbone(config.backbone, pooling=config.pooling, max_length=config.max_length).to(run.device)
-        results.update({f"base_{key}": value for key, value in score_text_encoder(
-            base, sets, device=run.device, linear_weight_decay=config.linear_weight_decay, seed=config.seed).items()})
-    results["eval_seconds"] = round(time.perf_counter() - start, 2)
-    lines = [f"{'metric':<28}{'encoder':>9}" + (f"{'base model':>12}" if config.raw_baseline else "")]
-    for key, value in results.items():
-        if key.startswith("base_") or key == "eval_seconds":
-            continue
-        line = f"{key:<28}{value:>9.4f}"
-        if config.raw_baseline:
-            line += f"{results[f'base_{key}']:>12.4f}"
-        lines.append(line)
-    print("\n".join(lines), flush=True)
-    return _add_to_summary(results, out_dir)
-
-
-def format_results(results: dict[str, Any], protocols: Sequence[str], raw: bool) -> str:
-    names = {"knn": "kNN", "linear": "linear probe"}
-    lines = [f"{'protocol':<14}{'metric':<11}{'encoder':>9}" + (f"{'raw pixels':>12}" if raw else "")]
-    for protocol in protocols:
-        for metric in ("top1", "f1"):
-            line = f"{names[protocol]:<14}{metric:<11}{results[f'{protocol}_{metric}']:>9.4f}"
-            if raw:
-                line += f"{results[f'raw_{protocol}_{metric}']:>12.4f}"
-            lines.append(line)
-    return "\n".join(lines)
-
-
 def plot(run: Run, out_dir: Path) -> list[Path]:
     """Loss curve from metrics.jsonl and a 2-D map of the test embeddings, as PNG files."""
     plots = out_dir / "plots"
@@ -660,9 +345,7 @@ def plot(run: Run, out_dir: Path) -> list[Path]:
     metrics = out_dir / "metrics.jsonl"
     if metrics.exists():
         written.append(plot_training_curves(read_metrics(metrics), plots / "training.png"))
-    test = run.splits.test
-    if test is None or (run.modality == "text" and test.labels is None) or (run.modality == "image_text"
-                                                                          and not run.splits.classes):
+    if not run.modality.can_plot_embedding(run):
         print("note: no labelled test split, so no embedding plot", flush=True)
     else:
         features, labels = run.features("test")

@@ -19,6 +19,7 @@ from contrastkit import cli, runs
 from contrastkit.config import Config, resolve
 from contrastkit.data import DeviceLoader, create_loader, load_dataset
 from contrastkit.data import datasets as datasets_module
+from contrastkit.data.images import _channel_stats
 from contrastkit.data.streaming import (FileSource, StreamedImages, StreamLoader, fit_to_size, load_shards,
                                         pack_shards)
 from contrastkit.errors import ConfigError, DatasetError
@@ -79,7 +80,7 @@ def test_a_streamed_split_is_normalised_with_the_decoded_paths_statistics(tmp_pa
     decoded = load_dataset(str(root), image_size=6, placement="host")
     streamed = load_dataset(str(root), image_size=6, placement="stream")
     assert (streamed.mean, streamed.std) == (decoded.mean, decoded.std)
-    assert datasets_module._channel_stats(decoded.train.images, chunk=7) == (decoded.mean, decoded.std)
+    assert _channel_stats(decoded.train.images, chunk=7) == (decoded.mean, decoded.std)
 
 
 def test_a_tree_without_a_test_folder_is_cut_as_the_decoded_path_cuts_it(tree):
@@ -316,6 +317,17 @@ def test_gpu_decoding_is_close_to_the_cpu_decoder(tree):
     on_cpu = streamed.train.images.decode(indices, "cpu")
     assert on_gpu.shape == on_cpu.shape
     assert (on_gpu.float() - on_cpu.float()).abs().mean() < 2.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_a_stream_loader_on_cuda_named_with_or_without_its_index_gives_its_batches(tree, device):
+    # `--device cuda` names the GPU without an index, while a batch decoded there reports cuda:0:
+    # taken for a batch decoded on the CPU, it was pinned, which CUDA tensors cannot be.
+    streamed = load_dataset(str(tree), image_size=20, placement="stream")
+    loader = StreamLoader(streamed.train.images, streamed.train.labels, 64, device=device)
+    for images, labels in loader.epoch(0):
+        assert images.is_cuda and labels.is_cuda and images.shape == (64, 3, 20, 20)
 
 
 def test_warnings_are_not_repeated_for_a_file_already_counted(tmp_path):

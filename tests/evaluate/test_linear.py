@@ -106,7 +106,7 @@ def test_extract_features_uint8_with_and_without_transform():
 
 
 def test_extract_features_bad_inputs():
-    with pytest.raises(InputError, match=r"\(N, C, H, W\)"):
-        extract_features(small_encoder(), torch.randn(3, 8))
+    with pytest.raises(InputError, match=r"N samples along the first dimension .*got shape \(8,\)"):
+        extract_features(small_encoder(), torch.randn(8))
     with pytest.raises(ConfigError, match="batch_size"):
         extract_features(small_encoder(), torch.randn(2, 3, 8, 8), batch_size=0)

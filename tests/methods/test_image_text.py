@@ -11,8 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrastkit import config as config_module
-from contrastkit import runs
 from contrastkit.augment import ImageTextViews, pick_captions, preset
 from contrastkit.config import Config, resolve
 from contrastkit.data import ImageDataset, ImageTextSplits, captions_from_classes, load_caption_table, load_dataset
@@ -20,6 +18,8 @@ from contrastkit.errors import ConfigError, DatasetError, InputError
 from contrastkit.evaluate import zero_shot_classifier, zero_shot_predict
 from contrastkit.losses import clip_loss, sigmoid_loss
 from contrastkit.methods import CLIP
+from contrastkit.modalities import resolve_modality
+from contrastkit.modalities.image_text import image_text_results
 from contrastkit.models import create_backbone
 
 
@@ -160,7 +160,7 @@ def test_a_caption_table_shares_ids_between_equal_captions_and_holds_out_test_ro
                                               ("a red square", "train"), ("a green line", "test"),
                                               ("a tall tree", "train"), ("a blue dot", "test")])
     splits = load_caption_table(table)
-    assert config_module.modality(str(table)) == "image_text"
+    assert resolve_modality(str(table)).name == "image_text"
     assert len(splits.train) == 4 and len(splits.test) == 2
     train_ids = splits.train_captions[:, 0].tolist()
     assert train_ids[0] == train_ids[2] != train_ids[1]
@@ -170,7 +170,7 @@ def test_a_caption_table_shares_ids_between_equal_captions_and_holds_out_test_ro
 
 def test_caption_table_mistakes_are_named(tmp_path):
     no_caption = _write_table(tmp_path / "a", [("x", "train"), ("y", "train")], header="image,words,split")
-    assert config_module.modality(str(no_caption)) == "image_text"
+    assert resolve_modality(str(no_caption)).name == "image_text"
     with pytest.raises(DatasetError, match="caption column"):
         load_caption_table(no_caption)
     table = _write_table(tmp_path / "b", [("x", "train"), ("y", "train")])
@@ -180,8 +180,8 @@ def test_caption_table_mistakes_are_named(tmp_path):
 
 
 def test_image_text_methods_refuse_other_data():
-    assert config_module.modality("digits", "clip") == "image_text"
-    assert config_module.modality("digits", "simclr") == "image"
+    assert resolve_modality("digits", "clip").name == "image_text"
+    assert resolve_modality("digits", "simclr").name == "image"
     with pytest.raises(ConfigError, match="clip trains on image-text data, but 'stsb' is text data"):
         resolve(Config(method="clip", dataset="stsb"))
 
@@ -326,8 +326,8 @@ def test_retrieval_on_repeated_captions_finds_any_equal_caption(held_out):
     run = SimpleNamespace(splits=splits, method=towers, device=torch.device("cpu"),
                           augment=SimpleNamespace(eval_view=lambda images: images), config=Config())
     prefix = "" if held_out else "train_"
-    assert runs._image_text_results(run) == {f"{prefix}{direction}_recall@{k}": 1.0
-                                             for direction in ("image_to_text", "text_to_image") for k in (1, 5, 10)}
+    assert image_text_results(run) == {f"{prefix}{direction}_recall@{k}": 1.0
+                                       for direction in ("image_to_text", "text_to_image") for k in (1, 5, 10)}
 
 
 @pytest.mark.parametrize("method, floor", [("clip", 0.6), ("siglip", 0.25)])

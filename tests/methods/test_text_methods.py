@@ -156,7 +156,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 def test_a_text_encoder_is_scored_per_kind_of_test_split():
     from contrastkit.data import TextSplits
-    from contrastkit.runs import score_text_encoder
+    from contrastkit.modalities.text import score_text_encoder
 
     torch.manual_seed(0)
     encoder = TinyTextEncoder(dropout=0.0)

@@ -9,17 +9,19 @@ import pytest
 from contrastkit import config as config_module
 from contrastkit.config import Config, resolve
 from contrastkit.errors import ConfigError, ContrastkitError
+from contrastkit.modalities import resolve_modality
+from contrastkit.modalities.series import series_name
 from contrastkit.runs import Run
 
 pytest.importorskip("aeon", reason="UCR/UEA datasets load through aeon (pip install aeon)")
 
 
 def test_series_names_are_recognised():
-    assert config_module.series_name("gunpoint") == "GunPoint"
-    assert config_module.series_name("ucr:Coffee") == "Coffee"
-    assert config_module.series_name("uea:Epilepsy") == "Epilepsy"
-    assert config_module.series_name("digits") is None
-    assert config_module.modality("ItalyPowerDemand") == "series"
+    assert series_name("gunpoint") == "GunPoint"
+    assert series_name("ucr:Coffee") == "Coffee"
+    assert series_name("uea:Epilepsy") == "Epilepsy"
+    assert series_name("digits") is None
+    assert resolve_modality("ItalyPowerDemand").name == "series"
 
 
 def test_a_ts2vec_run_scores_the_representation_beside_raw_baselines(tmp_path, run_cli):
@@ -33,17 +35,18 @@ def test_a_ts2vec_run_scores_the_representation_beside_raw_baselines(tmp_path, r
     assert summary["svm_top1"] > 0.8 and {"knn_top1", "linear_f1"} <= set(summary)
     config = config_module.load_yaml(out / "config.yaml")
     assert config["backbone"] == "ts2vec_cnn" and config["preset"] == "ts2vec"
-    assert config["series_pooling"] == "max"  # TS2Vec's one maximum (a pyramid is series_pooling=pyramid)
+    assert config["modality"] == "series"
+    assert config["series"] == {"pooling": "max"}  # TS2Vec's one maximum (a pyramid is series.pooling=pyramid)
 
 
 def test_simclr_trains_on_series_views_and_a_pyramid(tmp_path, run_cli):
     out = tmp_path / "simclr"
     assert run_cli("train", "--method", "simclr", "--dataset", "gunpoint", "--out", str(out), "epochs=2",
-                   "series_pooling=pyramid", "progress=false", "plot=false", "raw_baseline=false") == 0
+                   "series.pooling=pyramid", "progress=false", "plot=false", "raw_baseline=false") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["svm_top1"] > 0.8 and "raw_1nn_dtw_top1" not in summary
     config = config_module.load_yaml(out / "config.yaml")
-    assert config["preset"] == "simclr" and config["series_pooling"] == "pyramid"
+    assert config["preset"] == "simclr" and config["series"] == {"pooling": "pyramid"}
 
 
 def test_series_mismatches_are_refused_with_the_fix():
@@ -53,5 +56,7 @@ def test_series_mismatches_are_refused_with_the_fix():
         resolve(Config(method="clip", dataset="GunPoint"))
     with pytest.raises(ContrastkitError, match="series encoder .*ts2vec_cnn.*not 'resnet18'"):
         Run(resolve(Config(method="simclr", dataset="GunPoint", backbone="resnet18", device="cpu")))
-    with pytest.raises(ConfigError, match="series_pooling must be one of max, pyramid"):
-        resolve(Config(method="ts2vec", dataset="GunPoint", series_pooling="mean"))
+    with pytest.raises(ConfigError, match="series.pooling must be one of max, pyramid"):
+        resolve(config_module.update(Config(method="ts2vec", dataset="GunPoint"), {"series.pooling": "mean"}))
+    with pytest.raises(ConfigError, match="series.pooling configures series runs, but this run trains on image data"):
+        resolve(config_module.update(Config(method="simclr", dataset="digits"), {"series.pooling": "pyramid"}))

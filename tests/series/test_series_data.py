@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from contrastkit.data.series import (BUNDLED_SERIES, list_series_datasets, load_series, observed_lengths,
-                                     observed_mask, z_normalize)
+from contrastkit._series_padding import observed_lengths, observed_mask
+from contrastkit.data.series import BUNDLED_SERIES, list_series_datasets, load_series, z_normalize
 from contrastkit.errors import ConfigError, DatasetError, InputError
 
 

@@ -169,5 +169,5 @@ def test_a_pyramid_encoder_trains_on_timesteps_and_ignores_padding(name):
         features = pyramid(x)
         assert torch.equal(features[:, :12], encoder(x))  # level 1 is the encoder's own maximum
         torch.testing.assert_close(pyramid(padded), features, atol=1e-5, rtol=0)
-    with pytest.raises(ConfigError, match="series_pooling must be one of max, pyramid"):
+    with pytest.raises(ConfigError, match="pooling must be one of max, pyramid"):
         pooled(encoder, "mean")

@@ -20,6 +20,8 @@ from contrastkit.config import Config, resolve
 from contrastkit.data import CaptionedLoader, DeviceLoader, TextLoader, captions_from_classes, load_dataset
 from contrastkit.data.text import TextDataset
 from contrastkit.methods import METHODS, list_methods
+from contrastkit.modalities import ImageModality
+from contrastkit.modalities import image as image_modality
 from contrastkit.models import create_backbone
 from contrastkit.train import Trainer, create_optimizer, load_checkpoint
 from contrastkit.train.distributed import convert_sync_batchnorm, launcher_environment
@@ -156,10 +158,11 @@ def _digits_config(out: Path, **overrides) -> Config:
 def _runs_in_float64():
     """Runs built in this process train in float64: the backbone takes the float32 views in
     float64, and the whole method (head, batch-norm statistics, optimizer state) is float64."""
-    build_method = runs.Run._image_method
+    build_method = ImageModality.image_method
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runs, "create_backbone", lambda *args, **kwargs: Float64Input(create_backbone(*args, **kwargs)))
-        patch.setattr(runs.Run, "_image_method", lambda self, *args: build_method(self, *args).double())
+        patch.setattr(image_modality, "create_backbone",
+                      lambda *args, **kwargs: Float64Input(create_backbone(*args, **kwargs)))
+        patch.setattr(ImageModality, "image_method", staticmethod(lambda *args: build_method(*args).double()))
         yield
 
 

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from contrastkit._checks import check_ndim
-from contrastkit.data.series import observed_lengths
+from contrastkit._series_padding import observed_lengths
 from contrastkit.errors import ConfigError, InputError
 
 SeriesTransform = Callable[..., Tensor]

@@ -1,7 +1,9 @@
 """Image datasets as uint8 tensors, decoded once: a registry of named datasets and ImageFolder trees.
 
 Every loader returns :class:`DatasetSplits` whose images are uint8 (N, C, H, W) on the CPU, ready to
-move to the device whole (CIFAR-10 is 150 MB) and to be augmented there in batches.
+move to the device whole (CIFAR-10 is 150 MB) and to be augmented there in batches. Trees and tar
+shards streamed from their files instead are opened by :mod:`contrastkit.data.streaming`; the split
+types, the registry and the image decoder that both modules use live in :mod:`contrastkit.data.images`.
 """
 
 from __future__ import annotations
@@ -14,68 +16,21 @@ import os
 import pickle
 import warnings
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from contrastkit.data.images import (DATASETS, DatasetSplits, FolderLayout, ImageDataset, _channel_stats,
+                                     decode_images, fixed_split, image_folder_files, image_folder_layout,
+                                     register_dataset)
+from contrastkit.data.streaming import (FileSource, StreamedImages, index_shards, list_shards, load_shards,
+                                        probe_size, stream_size, streamed_splits)
 from contrastkit.errors import ConfigError, DatasetError
-from contrastkit.registry import Registry
-
-if TYPE_CHECKING:
-    from PIL import Image
-
-    from contrastkit.data.streaming import StreamedImages
 
 # Where an image dataset lives while it trains (the config's data_placement).
 PLACEMENTS = ("auto", "device", "host", "stream")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-
-# Pillow modes holding greyscale samples wider than 8 bits, which Image.convert clips to 255 instead of
-# scaling. Colour images with 16-bit samples never reach these modes: Pillow decodes 16-bit RGB(A)
-# PNGs and TIFFs to 8-bit RGB(A) by keeping each sample's high byte.
-_WIDE_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
-
-
-@dataclass
-class ImageDataset:
-    """uint8 images (N, C, H, W) with int64 labels (N,)."""
-
-    images: Tensor
-    labels: Tensor
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-
-@dataclass
-class DatasetSplits:
-    """A dataset's train and test splits with what the augmentations need to know about it."""
-
-    name: str
-    train: ImageDataset
-    test: ImageDataset
-    classes: list[str]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    default_preset: str
-    skipped: int = 0  # unreadable files left out
-
-    @property
-    def channels(self) -> int:
-        return self.train.images.shape[1]
-
-    @property
-    def image_size(self) -> int:
-        return self.train.images.shape[-1]
-
-
-DATASETS: Registry[Callable[..., DatasetSplits]] = Registry("dataset")
-register_dataset = DATASETS.register
 
 
 def default_data_root() -> Path:
@@ -104,8 +59,6 @@ def load_dataset(name_or_path: str, *, root: str | os.PathLike | None = None,
     elif name_or_path.endswith(".npz"):
         splits = load_jpeg_archive(name_or_path)
     elif Path(name_or_path).is_dir() and any(Path(name_or_path).glob("*.tar")):
-        from contrastkit.data.streaming import load_shards
-
         splits = load_shards(name_or_path, image_size=image_size)
         return decoded_whole(splits) if placement in ("device", "host") else splits
     else:
@@ -137,8 +90,6 @@ def stored_image_side(name_or_path: str) -> int | None:
     if name_or_path in DATASETS or not _looks_like_path(name_or_path):
         return None
     from PIL import Image
-
-    from contrastkit.data.streaming import FileSource, index_shards, list_shards, probe_size
 
     path = Path(name_or_path)
     try:
@@ -172,22 +123,6 @@ def list_datasets() -> list[str]:
 
 def _to_uint8_tensor(array: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
-
-
-def _channel_stats(images: Tensor | StreamedImages, max_images: int = 10_000,
-                   chunk: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation in [0, 1] of the first ``max_images`` images,
-    rounded to 4 digits. Summed a chunk at a time in float64, so a streamed split decodes (and
-    holds) only ``chunk`` images at once."""
-    count, total, squares = 0, 0.0, 0.0
-    for start in range(0, min(len(images), max_images), chunk):
-        block = images[start:min(start + chunk, max_images)].to(torch.float64) / 255
-        count += block.numel() // block.shape[1]
-        total = total + block.sum(dim=(0, 2, 3))
-        squares = squares + block.square().sum(dim=(0, 2, 3))
-    mean = total / count
-    std = ((squares - count * mean.square()) / (count - 1)).clamp_min(0).sqrt().clamp_min(1e-3)
-    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
 
 
 @register_dataset("mnist")
@@ -332,142 +267,10 @@ def load_jpeg_archive(path: str | os.PathLike) -> DatasetSplits:
                          "simclr_cifar" if size <= 64 else "simclr_imagenet", train_skipped + test_skipped)
 
 
-def _to_8bit(image: Image.Image, path: str) -> Image.Image:
-    """Scale a greyscale image with samples wider than 8 bits (a mode in _WIDE_MODES) to mode "L".
-
-    16-bit and 32-bit integer samples in [0, 65535] keep their high byte (v >> 8: 65535 -> 255, and
-    8-bit data stored as v * 257 comes back unchanged), the rule Pillow applies to 16-bit colour
-    files, so that every 16-bit image of a folder is scaled alike. Float samples in [0, 1] become
-    round(x * 255). Any other range (negative, beyond 16 bits, float above 1, NaN) raises DatasetError:
-    its scale cannot be known from one file, and guessing per image would scale a folder inconsistently.
-    """
-    from PIL import Image
-
-    array = np.asarray(image)
-    low, high = array.min().item(), array.max().item()
-    if image.mode == "F":
-        if 0 <= low and high <= 1:
-            return Image.fromarray(np.rint(array * 255).astype(np.uint8))
-    elif 0 <= low and high <= 65535:
-        return Image.fromarray((array >> 8).astype(np.uint8))
-    raise DatasetError(f"{path} is a mode {image.mode} image with values in [{low:g}, {high:g}]; images "
-                       "wider than 8 bits are scaled to 8 bits only when they hold 16-bit integers "
-                       "(0 to 65535) or floats in [0, 1], and the scale of this one would be a guess. "
-                       "Convert the data set's images to 8-bit (mode L or RGB) files first, with one "
-                       "scale chosen for all of them.")
-
-
-def decode_image(source: str | BinaryIO, image_size: int | None, name: str | None = None) -> np.ndarray | Exception:
-    """Decode one image (a path or an open binary file) to (H, W, 3) uint8, centre-cropped and
-    resized when image_size is set; unreadable data is returned as the exception.
-
-    Images with samples wider than 8 bits are scaled to 8 bits first as :func:`_to_8bit` documents,
-    or refused with DatasetError, which is raised rather than returned: such a file is readable, and
-    skipping it as unreadable would hide the problem. ``name`` stands for the source in that message.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(source) as image:
-            if image.mode in _WIDE_MODES:
-                image = _to_8bit(image, name or str(source))
-            image = image.convert("RGB")
-            if image_size is not None and image.size != (image_size, image_size):
-                side = min(image.size)
-                left, top = (image.width - side) // 2, (image.height - side) // 2
-                image = image.crop((left, top, left + side, top + side)).resize(
-                    (image_size, image_size), Image.Resampling.BICUBIC)
-            return np.array(image, dtype=np.uint8)  # writable, so torch can share it
-    except DatasetError:
-        raise
-    except Exception as error:  # PIL raises several types (OSError, SyntaxError, ValueError...) for bad files
-        return error
-
-
-# What to do when no image of a folder (or batch) decodes: usually the files are not images at all.
-UNREADABLE_IMAGES_ADVICE = ("check that they are image files (not, say, Git LFS pointers or truncated downloads) "
-                            "and copy them again, or point --dataset at the folder that holds the images.")
-
-
-def no_readable_images(count: int, where: str | os.PathLike, example: str, error: Exception) -> DatasetError:
-    """The error for a folder (or list, or shard set) in which no image at all can be decoded."""
-    if count == 1:
-        return DatasetError(f"the only image in {where}, {example}, could not be decoded ({error}); "
-                            + UNREADABLE_IMAGES_ADVICE)
-    return DatasetError(f"none of the {count} images in {where} could be decoded, e.g. {example}: {error}; "
-                        + UNREADABLE_IMAGES_ADVICE)
-
-
-def decode_images(paths: Sequence[str], image_size: int | None, where: str | os.PathLike) -> tuple[Tensor, list[int]]:
-    """Decode image files in threads to uint8 (N, 3, H, W); also returns the indices of the files
-    that were read. Unreadable files are skipped with one warning; ``where`` names their folder or
-    list in messages."""
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        decoded = list(pool.map(lambda path: decode_image(path, image_size), paths))
-    kept = [index for index, result in enumerate(decoded) if not isinstance(result, Exception)]
-    failures = [(path, result) for path, result in zip(paths, decoded) if isinstance(result, Exception)]
-    if not kept:  # one error line; a warning that all were skipped would only say it twice
-        path, error = failures[0]
-        raise no_readable_images(len(paths), where, path, error)
-    if failures:
-        path, error = failures[0]
-        warnings.warn(f"skipped {len(failures)} unreadable image(s) of {len(paths)} in {where}, "
-                      f"e.g. {path}: {error}", stacklevel=4)
-    sizes = {decoded[index].shape for index in kept}
-    if len(sizes) > 1:
-        raise DatasetError(f"images in {where} have different sizes ({sorted(sizes)[:3]}...); "
-                           "set image_size=N to centre-crop and resize them all to N x N.")
-    images = torch.from_numpy(np.stack([decoded[index] for index in kept])).permute(0, 3, 1, 2).contiguous()
-    return images, kept
-
-
-@dataclass
-class FolderLayout:
-    """An ImageFolder tree's class names and split folders ("train", and "test" when it has one)."""
-
-    root: Path
-    classes: list[str]
-    splits: dict[str, Path]
-
-
-def image_folder_layout(path: str | os.PathLike) -> FolderLayout:
-    """Read the layout of an ImageFolder tree: ``path/<class>/*``, or ``path/train/<class>/*`` with
-    ``path/test`` (or ``path/val``) as the test split."""
-    root = Path(path)
-    if not root.is_dir():
-        raise DatasetError(f"dataset folder {root} does not exist; pass a registered dataset name "
-                           f"({', '.join(DATASETS.names())}) or the path of an ImageFolder tree.")
-    test_dir = next((root / name for name in ("test", "val") if (root / name).is_dir()), None)
-    train_dir = root / "train" if (root / "train").is_dir() and test_dir is not None else root
-    classes = sorted(entry.name for entry in train_dir.iterdir() if entry.is_dir())
-    if not classes:
-        raise DatasetError(f"{train_dir} has no class folders; an ImageFolder tree holds "
-                           f"{train_dir}/<class name>/<image>.jpg.")
-    splits = {"train": train_dir} if train_dir is root else {"train": train_dir, "test": test_dir}
-    return FolderLayout(root, classes, splits)
-
-
-def image_folder_files(folder: Path, classes: list[str]) -> list[tuple[str, int]]:
-    """(path, label) of every image file under ``folder/<class>/``, in a fixed (sorted) order."""
-    files = [(str(path), index) for index, name in enumerate(classes)
-             for path in sorted((folder / name).rglob("*")) if path.suffix.lower() in IMAGE_EXTENSIONS]
-    if not files:
-        raise DatasetError(f"no images found in {folder}; an ImageFolder tree holds "
-                           f"{folder}/<class name>/<image>.jpg (extensions: {', '.join(IMAGE_EXTENSIONS)}).")
-    return files
-
-
 def _read_files(files: list[tuple[str, int]], image_size: int | None, where: Path) -> tuple[ImageDataset, int]:
     images, kept = decode_images([path for path, _ in files], image_size, where)
     labels = torch.tensor([files[index][1] for index in kept], dtype=torch.int64)
     return ImageDataset(images, labels), len(files) - len(kept)
-
-
-def fixed_split(count: int, test_fraction: float) -> tuple[Tensor, Tensor]:
-    """The fixed split of a tree without a test folder: (test, train) positions."""
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(0))
-    cut = max(1, int(count * test_fraction))
-    return order[:cut], order[cut:]
 
 
 # A tree may take this share of the host's available memory decoded and still be loaded whole;
@@ -525,8 +328,6 @@ def load_image_folder(path: str | os.PathLike, *, image_size: int | None = None,
 def _too_large_for_memory(files: dict[str, list[tuple[str, int]]], image_size: int | None, where: Path) -> bool:
     """Whether the decoded tree would exceed HOST_SHARE of the available host memory (the first
     readable image's size stands for all when image_size is unset)."""
-    from contrastkit.data.streaming import FileSource, probe_size
-
     if image_size:
         width, height = image_size, image_size
     else:
@@ -537,8 +338,6 @@ def _too_large_for_memory(files: dict[str, list[tuple[str, int]]], image_size: i
 
 def _stream_folder(layout: FolderLayout, files: dict[str, list[tuple[str, int]]], image_size: int | None,
                    test_fraction: float) -> DatasetSplits:
-    from contrastkit.data.streaming import FileSource, StreamedImages, stream_size
-
     if "test" not in files:
         # The same fixed cut as the decoded tree's (equal when every file is readable).
         test_rows, train_rows = fixed_split(len(files["train"]), test_fraction)
@@ -550,11 +349,3 @@ def _stream_folder(layout: FolderLayout, files: dict[str, list[tuple[str, int]]]
                                     torch.tensor([label for _, label in samples], dtype=torch.int64))
                 for split, samples in files.items()}
     return streamed_splits(layout.root.name, datasets["train"], datasets["test"], layout.classes)
-
-
-def streamed_splits(name: str, train: ImageDataset, test: ImageDataset, classes: list[str]) -> DatasetSplits:
-    """DatasetSplits of streamed images, with the channel statistics the decoded path computes
-    (so a streamed run normalises, and trains, exactly as a resident one)."""
-    mean, std = _channel_stats(train.images)
-    preset = "simclr_cifar" if train.images.shape[-1] <= 64 else "simclr_imagenet"
-    return DatasetSplits(name, train, test, classes, mean, std, preset)

@@ -26,8 +26,9 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from contrastkit.data.datasets import DatasetSplits, ImageDataset, _channel_stats, decode_images, load_dataset
+from contrastkit.data.datasets import load_dataset
 from contrastkit.data.device_loader import DeviceLoader
+from contrastkit.data.images import DatasetSplits, ImageDataset, _channel_stats, decode_images
 from contrastkit.errors import DatasetError
 
 # Prompts for photos of objects; several per class, so an image tower does not learn one sentence.
@@ -169,8 +170,9 @@ def load_image_text_dataset(name_or_path: str, *, root: str | os.PathLike | None
     file of prompt templates; unset, the built-in ones)."""
     if is_caption_table(name_or_path):
         if templates:
-            raise DatasetError(f"caption_templates captions a labelled image dataset from its class names, but "
-                               f"{name_or_path} is a caption table with captions of its own; unset caption_templates.")
+            raise DatasetError(f"caption templates caption a labelled image dataset from its class names, but "
+                               f"{name_or_path} is a caption table with captions of its own; unset "
+                               "image_text.caption_templates.")
         return load_caption_table(name_or_path, image_size=image_size)
     splits = load_dataset(name_or_path, root=root, image_size=image_size)
     return captions_from_classes(splits, read_templates(templates) if templates else None)

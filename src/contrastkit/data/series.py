@@ -7,13 +7,14 @@ A dataset is loaded through ``aeon.datasets.load_classification``: the seven set
 Every split comes back as :class:`SeriesDataset`: float32 values (N, C, T) and int64 labels (N,).
 Univariate sets have C = 1; multivariate ones keep their dimensions as channels. Series of unequal
 length (JapaneseVowels) are padded with NaN to the longest series of train and test together, so a
-position past a series' end is NaN in every channel; :func:`observed_mask` recovers the observed
-positions, and the encoders, augmentations and 1-NN baselines of the ``series`` modules read the
-padding the same way. Normalisation follows each archive's convention by default: univariate (UCR)
-series are z-normalised per series (:func:`z_normalize`), as the UCR archive distributes most of
-them and reports its baselines; multivariate (UEA) series are kept as recorded, as the UEA archive
-reports its baselines (per-series z-normalisation erases what separates some of its classes: it
-drops JapaneseVowels' 1-NN DTW accuracy from 0.949 to 0.662).
+position past a series' end is NaN in every channel;
+:func:`contrastkit._series_padding.observed_mask` recovers the observed positions, and the encoders,
+augmentations and 1-NN baselines of the ``series`` modules read the padding the same way.
+Normalisation follows each archive's convention by default: univariate (UCR) series are z-normalised
+per series (:func:`z_normalize`), as the UCR archive distributes most of them and reports its
+baselines; multivariate (UEA) series are kept as recorded, as the UEA archive reports its baselines
+(per-series z-normalisation erases what separates some of its classes: it drops JapaneseVowels' 1-NN
+DTW accuracy from 0.949 to 0.662).
 
 Class names are sorted once (numerically when every name is a number, so "10" follows "9") and
 mapped to 0..K-1 for both splits.
@@ -70,25 +71,6 @@ class SeriesSplits:
 def list_series_datasets() -> list[str]:
     """Names that load offline (the bundled ones); any other UCR/UEA name loads when online."""
     return list(BUNDLED_SERIES)
-
-
-def observed_mask(values: Tensor) -> Tensor:
-    """bool (N, T): True where a series has a value in at least one channel (False on NaN padding).
-
-    Example:
-        >>> values = torch.tensor([[[1.0, 2.0, float("nan")]]])
-        >>> observed_mask(values)
-        tensor([[ True,  True, False]])
-    """
-    check_ndim("values", values, 3, "(N, C, T)")
-    return ~torch.isnan(values).all(dim=1)
-
-
-def observed_lengths(values: Tensor) -> Tensor:
-    """int64 (N,): each series' length, one past its last observed position (0 for an all-NaN row)."""
-    observed = observed_mask(values)
-    positions = torch.arange(1, observed.shape[1] + 1, device=values.device)
-    return (observed * positions).amax(dim=1)
 
 
 def z_normalize(values: Tensor, eps: float = 1e-8) -> Tensor:

@@ -43,10 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastkit.data.datasets import (IMAGE_EXTENSIONS, UNREADABLE_IMAGES_ADVICE, DatasetSplits, ImageDataset,
-                                       decode_image, fixed_split, image_folder_files, image_folder_layout,
-                                       no_readable_images, streamed_splits)
 from contrastkit.data.device_loader import BatchLoader
+from contrastkit.data.images import (IMAGE_EXTENSIONS, UNREADABLE_IMAGES_ADVICE, DatasetSplits, ImageDataset,
+                                     _channel_stats, decode_image, fixed_split, image_folder_files,
+                                     image_folder_layout, no_readable_images)
 from contrastkit.errors import ConfigError, DatasetError
 
 # Every JPEG starts with a start-of-image marker followed by another marker.
@@ -310,7 +310,9 @@ class StreamLoader(BatchLoader):
         context = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
         with context:
             images = self.images.decode(index.tolist(), self.decode_device)
-            if images.device != self.device:  # decoded on the CPU for a CUDA device: copy from pinned memory
+            # Decoded on the CPU for a CUDA device: copy from pinned memory. (Compared by type:
+            # "cuda" and the "cuda:0" a decoded batch reports are the same device.)
+            if images.device.type != self.device.type:
                 images = images.pin_memory().to(self.device, non_blocking=True)
             labels = self.labels.index_select(0, index).to(self.device, non_blocking=True)
             ready = stream.record_event() if stream is not None else None
@@ -494,7 +496,6 @@ def stream_size(source: Source, size: int | None, where: str) -> int:
     return width
 
 
-
 def _shard_labels(labels: Tensor, unlabeled: int, where: str) -> Tensor:
     if unlabeled == 0:
         return labels
@@ -502,6 +503,14 @@ def _shard_labels(labels: Tensor, unlabeled: int, where: str) -> Tensor:
         return torch.zeros_like(labels)  # unlabeled data: one class, which the probes skip
     raise DatasetError(f"{unlabeled} of the {len(labels)} images in {where} have no .cls member with an integer "
                        "label; give every image one (or none, for unlabeled data).")
+
+
+def streamed_splits(name: str, train: ImageDataset, test: ImageDataset, classes: list[str]) -> DatasetSplits:
+    """DatasetSplits of streamed images, with the channel statistics the decoded path computes
+    (so a streamed run normalises, and trains, exactly as a resident one)."""
+    mean, std = _channel_stats(train.images)
+    preset = "simclr_cifar" if train.images.shape[-1] <= 64 else "simclr_imagenet"
+    return DatasetSplits(name, train, test, classes, mean, std, preset)
 
 
 def load_shards(folder: str | os.PathLike, *, image_size: int | None = None,

@@ -26,7 +26,7 @@ def extract_features(
     autocast: bool = True,
 ) -> Tensor:
     """Encode ``images`` (N, C, H, W) batch by batch and return float32 features (N, D) on the CPU;
-    float time series (N, C, T) go through the same way.
+    float time series (N, C, T), vectors (N, F) or any other (N, ...) samples go through the same way.
 
     Each batch is moved to ``device`` (default: the encoder's device), passed through
     ``transform`` (e.g. a preset's eval view turning uint8 into normalised floats), then
@@ -43,8 +43,9 @@ def extract_features(
         >>> extract_features(encoder, images, batch_size=4).shape
         torch.Size([10, 16])
     """
-    if images.ndim not in (3, 4):
-        raise InputError(f"images must be (N, C, H, W) images or (N, C, T) series, got shape {tuple(images.shape)}.")
+    if images.ndim < 2:
+        raise InputError(f"images must hold N samples along the first dimension ((N, C, H, W) images, (N, C, T) "
+                         f"series, (N, F) vectors), got shape {tuple(images.shape)}.")
     if images.shape[0] == 0:
         raise InputError("images is empty (N=0); pass at least one image.")
     if batch_size < 1:

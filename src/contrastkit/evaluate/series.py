@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from contrastkit._checks import check_ndim
-from contrastkit.data.series import observed_lengths
+from contrastkit._series_padding import observed_lengths
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.evaluate.knn import _check_labels, _check_split
 

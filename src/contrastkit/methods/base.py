@@ -128,13 +128,15 @@ class Method(nn.Module):
     ``training_step`` and ``from_config``, and declare:
 
     * ``requires_labels``: the method needs class labels (SupCon);
-    * ``modalities``: the kinds of data it trains on, ``"image"`` and/or ``"text"``;
+    * ``modalities``: the names of the registered modalities it trains on (``"image"``, ``"text"``,
+      ``"image_text"``, ``"series"``; :mod:`contrastkit.modalities`);
     * ``sync_batchnorm``: whether, on several processes, batch norm should see the global batch
       by default (the papers that train with global batch norm);
     * ``default_options``: the method's own settings with their defaults (``method_options`` in a
       config), e.g. MoCo's queue size;
-    * ``recipes``: config values for CIFAR-size (``"small"``, side <= 64) and ImageNet-size
-      (``"large"``) images and for text (``"text"``), filled in where the user left a key unset.
+    * ``recipes``: config values filled in where the user left a key unset, under the key the
+      run's modality gives (``Modality.recipe_key``): CIFAR-size (``"small"``, side <= 64) and
+      ImageNet-size (``"large"``) images, else the modality's name (``"text"``, ``"series"``).
 
     A view is whatever the modality's augmentation makes (an image tensor, a dict of token
     tensors); the backbone takes it as it is.

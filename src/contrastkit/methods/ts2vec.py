@@ -55,7 +55,7 @@ class TS2Vec(Method):
     # trains 200 iterations on the small UCR sets; 50 epochs give at least 200 steps on every set
     # with 36 or more training series. A cosine decay instead cost GunPoint 1.3 points (0.973 vs
     # 0.987, seed 0). The representation stays TS2Vec's one maximum over the series: a temporal
-    # pyramid of maxima (series_pooling=pyramid) lifts ArrowHead's SVM from 0.810 to 0.836 over ten
+    # pyramid of maxima (series.pooling=pyramid) lifts ArrowHead's SVM from 0.810 to 0.836 over ten
     # seeds but drops OSULeaf's from 0.851 to 0.773 (seed 0), whose leaf outlines start anywhere
     # (benchmarks/RESULTS.md).
     recipes = {"series": dict(backbone="ts2vec_cnn", head="identity", preset="ts2vec", optimizer="adamw", lr=1e-3,

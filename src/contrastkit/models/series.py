@@ -141,7 +141,7 @@ SERIES_POOLINGS = ("max", "pyramid")
 def pooled(encoder: nn.Module, pooling: str) -> nn.Module:
     """``encoder`` with the pooling a config names: ``max`` (its own) or ``pyramid``."""
     if pooling not in SERIES_POOLINGS:
-        raise ConfigError(f"series_pooling must be one of {', '.join(SERIES_POOLINGS)}, got {pooling!r}.")
+        raise ConfigError(f"pooling must be one of {', '.join(SERIES_POOLINGS)}, got {pooling!r}.")
     return PyramidPooling(encoder) if pooling == "pyramid" else encoder
 
 

@@ -1,0 +1,18 @@
+"""The kinds of data a run trains on, each one registered unit (:class:`Modality`): which datasets it
+claims and how it loads them, its encoder, views, loader, evaluation, recipes and options.
+
+The application (:mod:`contrastkit.runs`, :mod:`contrastkit.config`, :mod:`contrastkit.cli`) asks
+this registry and never branches on the kind of data. Units are tried in the order registered here
+(a caption table is image-text before it is a text file); images, the catch-all, take any name no other
+unit claims.
+"""
+
+from contrastkit.modalities.base import (MODALITIES, Built, BuiltRun, Modality, format_results, probe_results,
+                                         register_modality, resolve_modality)
+from contrastkit.modalities.image import ImageModality
+from contrastkit.modalities.image_text import ImageTextModality
+from contrastkit.modalities.text import TextModality
+from contrastkit.modalities.series import SeriesModality
+
+__all__ = ["MODALITIES", "Built", "BuiltRun", "ImageModality", "ImageTextModality", "Modality", "SeriesModality",
+           "TextModality", "format_results", "probe_results", "register_modality", "resolve_modality"]
