@@ -159,7 +159,9 @@ def _help_config(args: argparse.Namespace) -> str:
     for name, value in config.modality_options.get(modality.name, {}).items():
         allowed = modality.option_choices.get(name)
         description = modality.option_descriptions.get(name, "") + (f" [{' | '.join(allowed)}]" if allowed else "")
-        lines.append(f"  {modality.name + '.' + name:<20} {value!r:<22} {description}")
+        key = f"{modality.name}.{name}"
+        lines.append(f"  {key:<20} {value!r:<22} {description}" if len(key) <= 20 else
+                     f"  {key} {value!r}  {description}")
     if not modality.default_options:
         lines.append("  (none)")
     return "\n".join(lines)

@@ -175,8 +175,8 @@ RUNTIME_KEYS = ("device", "world_size", "progress", "log_every", "evaluate", "pl
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 
-def _unknown_key(key: str) -> ConfigError:
-    close = difflib.get_close_matches(key, FIELDS, n=1)
+def _unknown_key(key: str, sections: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, [*FIELDS, *sections], n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return ConfigError(f"unknown config key {key!r}{hint} Run `contrastkit train --help-config` "
                        "to list the keys.")
@@ -295,11 +295,14 @@ def update(config: Config, values: Mapping[str, Any]) -> Config:
                     continue
                 key = renamed[key]
             if key.partition(".")[0] not in sections:
-                raise _unknown_key(key.partition(".")[0])
+                raise _unknown_key(key.partition(".")[0], sections)
             checked["modality_options"] = _with_modality_option(
                 checked.get("modality_options", config.modality_options), key, value)
             continue
         key, dot, option = key.partition(".")
+        if key == "modality_options":
+            raise ConfigError("a modality's options are set under its name: series.pooling=pyramid on the command "
+                              "line, series: {pooling: pyramid} in YAML (`contrastkit train --help-config` lists them).")
         if dot:  # method_options.queue_size=8192 sets one entry of a dict field
             if not isinstance(getattr(config, key), dict) or not option:
                 raise ConfigError(f"{key}.{option} is not a valid key: only the dict keys (method_options, "
