@@ -239,12 +239,13 @@ def test_a_modality_option_is_a_section_of_its_name_and_the_old_flat_key_still_w
         update(Config(), {"series": "pyramid"})
 
 
-def test_a_config_yaml_of_the_previous_release_still_loads(tmp_path):
-    # Such a file names every option of every modality and no modality.
+def test_a_config_yaml_of_the_previous_release_still_loads_without_a_notice(tmp_path, capsys):
+    # Such a file names every option of every modality, at its default, and no modality.
     path = tmp_path / "config.yaml"
     path.write_text("method: simclr\ndataset: digits\nseries_pooling: max\ncaption_templates: null\n")
     config = resolve(update(Config(), load_yaml(path)))
     assert config.modality == "image" and config.modality_options == {}
+    assert capsys.readouterr().err == ""
     save_yaml(config, path)
     assert "modality: image\n" in path.read_text() and update(Config(), load_yaml(path)) == config
 

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--seed", type=int, default=0, help="seed of the shuffle before packing (default 0)")
     pack.add_argument("--no-shuffle", action="store_true", help="keep the tree's sorted order")
 
-    commands.add_parser("list", help="list methods, datasets, backbones, heads and augmentation presets")
+    commands.add_parser("list", help="list the modalities with their methods, datasets, backbones and augmentation "
+                         "presets, and the heads")
     return parser
 
 

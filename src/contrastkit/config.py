@@ -233,12 +233,12 @@ def _coerce(key: str, value: Any) -> Any:
     raise ConfigError(f"{key} must be {_expected_in_words(key, options)}, got {value!r} ({given}).")
 
 
-def _modality_keys() -> tuple[list[str], dict[str, str]]:
+def _modality_keys() -> tuple[list[str], dict[str, tuple[str, Any]]]:
     """The registered modalities' names (their option sections) and their renamed flat keys of
-    earlier releases (old key -> "modality.option")."""
+    earlier releases: old key -> ("modality.option", the option's default)."""
     from contrastkit.modalities import MODALITIES
 
-    renamed = {old: f"{unit.name}.{option}" for unit in MODALITIES.values()
+    renamed = {old: (f"{unit.name}.{option}", unit.default_options[option]) for unit in MODALITIES.values()
                for old, option in unit.renamed_keys.items()}
     return MODALITIES.names(), renamed
 
@@ -262,7 +262,7 @@ def value_of(config: Config, key: str) -> Any:
     if head in FIELDS:
         value = getattr(config, head)
         return value.get(option) if dot and isinstance(value, dict) else value
-    head, dot, option = _modality_keys()[1].get(key, key).partition(".")
+    head, dot, option = _modality_keys()[1].get(key, (key,))[0].partition(".")
     section = config.modality_options.get(head, {})
     return section.get(option) if dot else section
 
@@ -290,10 +290,12 @@ def update(config: Config, values: Mapping[str, Any]) -> Config:
         if key.partition(".")[0] not in FIELDS:
             sections, renamed = _modality_keys()
             if key in renamed:
-                _say_renamed(key, renamed[key])
-                if value is None:  # the old default: unset
+                new_key, default = renamed[key]
+                if value is None or value == default:
+                    # Changes nothing; the previous release wrote every key into each config.yaml.
                     continue
-                key = renamed[key]
+                _say_renamed(key, new_key)
+                key = new_key
             if key.partition(".")[0] not in sections:
                 raise _unknown_key(key.partition(".")[0], sections)
             checked["modality_options"] = _with_modality_option(
@@ -397,8 +399,8 @@ def resolve(config: Config) -> Config:
 
 def _run_options(config: Config, unit: Any) -> dict[str, dict[str, Any]]:
     """The options of the run's modality, checked and with their defaults; another modality's
-    section is dropped when it holds only that modality's defaults (a config saved by an earlier
-    release names every option of every modality), and refused otherwise."""
+    section is dropped when it holds only that modality's defaults (it changes nothing), and
+    refused otherwise (it would be ignored)."""
     from contrastkit.modalities import MODALITIES
 
     for name, given in config.modality_options.items():

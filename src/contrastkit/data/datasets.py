@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from contrastkit.data.images import (DATASETS, DatasetSplits, FolderLayout, ImageDataset, _channel_stats,
-                                     decode_images, fixed_split, image_folder_files, image_folder_layout,
-                                     register_dataset)
+                                     decode_images, default_preset, fixed_split, image_folder_files,
+                                     image_folder_layout, register_dataset)
 from contrastkit.data.streaming import (FileSource, StreamedImages, index_shards, list_shards, load_shards,
                                         probe_size, stream_size, streamed_splits)
 from contrastkit.errors import ConfigError, DatasetError
@@ -262,9 +262,8 @@ def load_jpeg_archive(path: str | os.PathLike) -> DatasetSplits:
         test, test_skipped = _decode_jpeg_split(archive, "test", path)
         classes = [str(name) for name in archive["classes"]]
     mean, std = _channel_stats(train.images)
-    size = train.images.shape[-1]
-    return DatasetSplits(path.stem, train, test, classes, mean, std,
-                         "simclr_cifar" if size <= 64 else "simclr_imagenet", train_skipped + test_skipped)
+    return DatasetSplits(path.stem, train, test, classes, mean, std, default_preset(train.images.shape[-1]),
+                         train_skipped + test_skipped)
 
 
 def _read_files(files: list[tuple[str, int]], image_size: int | None, where: Path) -> tuple[ImageDataset, int]:
@@ -320,9 +319,8 @@ def load_image_folder(path: str | os.PathLike, *, image_size: int | None = None,
         test, test_skipped = _read_files(files["test"], image_size or train.images.shape[-1], layout.splits["test"])
         skipped += test_skipped
     mean, std = _channel_stats(train.images)
-    size = train.images.shape[-1]
     return DatasetSplits(layout.root.name, train, test, layout.classes, mean, std,
-                         "simclr_cifar" if size <= 64 else "simclr_imagenet", skipped)
+                         default_preset(train.images.shape[-1]), skipped)
 
 
 def _too_large_for_memory(files: dict[str, list[tuple[str, int]]], image_size: int | None, where: Path) -> bool:

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from contrastkit.data.datasets import load_dataset
 from contrastkit.data.device_loader import DeviceLoader
-from contrastkit.data.images import DatasetSplits, ImageDataset, _channel_stats, decode_images
+from contrastkit.data.images import DatasetSplits, ImageDataset, _channel_stats, decode_images, is_cifar_size
 from contrastkit.errors import DatasetError
 
 # Prompts for photos of objects; several per class, so an image tower does not learn one sentence.
@@ -157,8 +157,8 @@ def load_caption_table(path: str | os.PathLike, *, image_size: int | None = None
 
     train, test = part(~is_test), part(is_test) if is_test.any() else None
     mean, std = _channel_stats(train.images)
-    size = images.shape[-1]
-    return ImageTextSplits(path.stem, train, test, [], mean, std, "crop_flip" if size <= 64 else "simclr_imagenet",
+    preset = "crop_flip" if is_cifar_size(images.shape[-1]) else "simclr_imagenet"
+    return ImageTextSplits(path.stem, train, test, [], mean, std, preset,
                            len(files) - len(kept), captions=list(captions), train_captions=ids[~is_test, None],
                            test_captions=ids[is_test, None] if test is not None else None)
 

@@ -33,6 +33,27 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 _WIDE_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 
 
+# Images up to this side are CIFAR-size: they take a method's CIFAR-size recipe, SimCLR's CIFAR
+# augmentation and a ResNet's CIFAR stem; larger ones the ImageNet-size ones.
+SMALL_IMAGE_SIDE = 64
+
+
+def is_cifar_size(side: int | None) -> bool:
+    """Whether images of ``side`` pixels are CIFAR-size (side <= 64) rather than ImageNet-size; an
+    unknown side counts as ImageNet-size.
+
+    Example:
+        >>> is_cifar_size(32), is_cifar_size(224), is_cifar_size(None)
+        (True, False, False)
+    """
+    return side is not None and side <= SMALL_IMAGE_SIDE
+
+
+def default_preset(side: int) -> str:
+    """The augmentation preset of a dataset of ``side``-pixel images that names none of its own."""
+    return "simclr_cifar" if is_cifar_size(side) else "simclr_imagenet"
+
+
 @dataclass
 class ImageDataset:
     """uint8 images (N, C, H, W) with int64 labels (N,)."""

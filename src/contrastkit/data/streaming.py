@@ -45,7 +45,7 @@ from torch import Tensor
 
 from contrastkit.data.device_loader import BatchLoader
 from contrastkit.data.images import (IMAGE_EXTENSIONS, UNREADABLE_IMAGES_ADVICE, DatasetSplits, ImageDataset,
-                                     _channel_stats, decode_image, fixed_split, image_folder_files,
+                                     _channel_stats, decode_image, default_preset, fixed_split, image_folder_files,
                                      image_folder_layout, no_readable_images)
 from contrastkit.errors import ConfigError, DatasetError
 
@@ -509,8 +509,7 @@ def streamed_splits(name: str, train: ImageDataset, test: ImageDataset, classes:
     """DatasetSplits of streamed images, with the channel statistics the decoded path computes
     (so a streamed run normalises, and trains, exactly as a resident one)."""
     mean, std = _channel_stats(train.images)
-    preset = "simclr_cifar" if train.images.shape[-1] <= 64 else "simclr_imagenet"
-    return DatasetSplits(name, train, test, classes, mean, std, preset)
+    return DatasetSplits(name, train, test, classes, mean, std, default_preset(train.images.shape[-1]))
 
 
 def load_shards(folder: str | os.PathLike, *, image_size: int | None = None,

@@ -7,12 +7,13 @@ this registry and never branches on the kind of data. Units are tried in the ord
 unit claims.
 """
 
-from contrastkit.modalities.base import (MODALITIES, Built, BuiltRun, Modality, format_results, probe_results,
-                                         register_modality, resolve_modality)
+from contrastkit.modalities.base import (MODALITIES, Built, BuiltRun, Modality, Splits, Views, format_results,
+                                         probe_results, register_modality, resolve_modality)
 from contrastkit.modalities.image import ImageModality
 from contrastkit.modalities.image_text import ImageTextModality
 from contrastkit.modalities.text import TextModality
 from contrastkit.modalities.series import SeriesModality
 
 __all__ = ["MODALITIES", "Built", "BuiltRun", "ImageModality", "ImageTextModality", "Modality", "SeriesModality",
-           "TextModality", "format_results", "probe_results", "register_modality", "resolve_modality"]
+           "Splits", "TextModality", "Views", "format_results", "probe_results", "register_modality",
+           "resolve_modality"]

@@ -41,14 +41,31 @@ if TYPE_CHECKING:
     from contrastkit.methods import Method
 
 
+class Splits(Protocol):
+    """A modality's data, as the application reads it: each split has a length and ``labels``
+    (class ids, or None where unlabelled); ``test`` is None where there is no test split, and
+    ``classes`` is [] for unlabelled data."""
+
+    train: Any
+    test: Any | None
+    classes: list[str]
+
+
+class Views(Protocol):
+    """A modality's augmentation: called on a batch with the epoch's generator, it returns the
+    views the method's ``training_step`` takes (image tensors, token dicts, vectors...)."""
+
+    def __call__(self, batch: Any, generator: torch.Generator | None = None) -> Sequence[Any]: ...
+
+
 @dataclass
 class Built:
     """What a modality builds for a run: its data, its method (on the run's device) and the views
     the trainer calls on each batch, with the name of the preset they stand for."""
 
-    splits: Any
+    splits: Splits
     method: "Method"
-    augment: Any
+    augment: Views
     preset: str
 
 
@@ -57,9 +74,9 @@ class BuiltRun(Protocol):
 
     config: "Config"
     device: torch.device
-    splits: Any
+    splits: Splits
     method: "Method"
-    augment: Any
+    augment: Views
 
     def features(self, split: str) -> tuple[Tensor, Tensor]: ...
 

@@ -17,6 +17,7 @@ from contrastkit.augment import MultiView, list_presets, preset
 from contrastkit.config import Config
 from contrastkit.data import DatasetSplits, create_loader, list_datasets, load_dataset
 from contrastkit.data.datasets import stored_image_side
+from contrastkit.data.images import is_cifar_size
 from contrastkit.data.device_loader import BatchLoader
 from contrastkit.data.streaming import StreamedImages, StreamLoader
 from contrastkit.errors import ContrastkitError
@@ -25,22 +26,6 @@ from contrastkit.methods import METHODS, Method
 from contrastkit.modalities.base import Built, BuiltRun, Modality, register_modality
 from contrastkit.models import create_backbone, list_backbones
 from contrastkit.models.series import list_series_backbones
-
-# Images up to this side take a method's CIFAR-size ("small") recipe and a ResNet's CIFAR stem;
-# larger ones the ImageNet-size ("large") recipe and the usual stem.
-SMALL_IMAGE_SIDE = 64
-
-
-def is_cifar_size(side: int | None) -> bool:
-    """Whether images of ``side`` pixels take the CIFAR-size recipes (side <= 64) rather than the
-    ImageNet-size ones; an unknown side takes the ImageNet-size ones.
-
-    Example:
-        >>> is_cifar_size(32), is_cifar_size(224), is_cifar_size(None)
-        (True, False, False)
-    """
-    return side is not None and side <= SMALL_IMAGE_SIDE
-
 
 class ImageModality(Modality):
     """Labelled or unlabelled images, trained on a preset's views of each batch."""
