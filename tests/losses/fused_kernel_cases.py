@@ -3,6 +3,7 @@ on small cases against the float64 torch loss, values and gradients. Prints one 
 each case's relative errors; the distributed case raises if its gradients differ."""
 
 import json
+import math
 import sys
 import tempfile
 import warnings
@@ -47,6 +48,41 @@ def errors(results, dtype):
             "grad_rounding_floor": floor}
 
 
+def textbook_errors(textbook, inputs, reference_grads, dtype):
+    """The gradient error, against the float64 reference, of the loss written as usual in torch in
+    the 16-bit ``dtype`` itself (logits and softmax in that dtype): what the kernels must not exceed."""
+    tensors = [tensor.to(dtype).requires_grad_() for tensor in inputs]
+    grads = torch.autograd.grad(textbook(*tensors), tensors)
+    return {"textbook_grad": max(relative(grad, expected) for grad, expected in zip(grads, reference_grads))}
+
+
+def textbook_info_nce(temperature):
+    """Two views (and a queue) on dot similarity, as NT-Xent is usually written."""
+    def loss(z_a, z_b, *queue):
+        anchors = torch.cat([z_a, z_b])
+        logits = anchors @ torch.cat([anchors, *queue]).T / temperature
+        logits[:, :anchors.shape[0]].fill_diagonal_(float("-inf"))
+        batch = z_a.shape[0]
+        targets = torch.cat([torch.arange(batch, 2 * batch), torch.arange(batch)])
+        return F.cross_entropy(logits, targets)
+    return loss
+
+
+def textbook_paired(kind):
+    """CLIP's two cross-entropies at the cases' log-scale 2.5, or SigLIP's sigmoid loss at log-scale
+    2.3 and bias -3, on cosine similarity."""
+    def loss(x, y):
+        x, y = F.normalize(x, dim=1), F.normalize(y, dim=1)
+        if kind == "clip":
+            logits = x @ y.T * math.exp(2.5)
+            targets = torch.arange(x.shape[0])
+            return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+        logits = x @ y.T * math.exp(2.3) - 3.0
+        signs = 2 * torch.eye(x.shape[0], dtype=logits.dtype) - 1
+        return -F.logsigmoid(signs * logits).sum() / x.shape[0]
+    return loss
+
+
 def run_case(views, samples, dim, extra, temperature, similarity, dtype):
     generator = torch.Generator().manual_seed(views * 100 + samples)
     # Inputs representable in the kernel's dtype, so both sides see the same numbers.
@@ -62,7 +98,10 @@ def run_case(views, samples, dim, extra, temperature, similarity, dtype):
         loss = info_nce(*tensors[:views], negatives=queue, temperature=temperature, similarity=similarity,
                         tiled=False, fused=in_kernels)
         results.append((loss, torch.autograd.grad(loss, tensors)))
-    return errors(results, dtype)
+    report = errors(results, dtype)
+    if dtype != torch.float32:
+        report.update(textbook_errors(textbook_info_nce(temperature), inputs, results[0][1], dtype))
+    return report
 
 
 def run_paired_case(loss, samples, queue, dim, dtype):
@@ -87,7 +126,11 @@ def run_paired_case(loss, samples, queue, dim, dtype):
             value = moco_info_nce(tensors[0], tensors[1], negatives=tensors[2] if queue else None, temperature=0.2,
                                   fused=in_kernels)
         results.append((value, torch.autograd.grad(value, tensors)))
-    return errors(results, dtype)
+    report = errors(results, dtype)
+    if dtype != torch.float32 and loss in ("clip", "siglip"):
+        # The scalars are constants of the textbook loss: compare the rows' gradients only.
+        report.update(textbook_errors(textbook_paired(loss), inputs, results[0][1][:2], dtype))
+    return report
 
 
 PAIRED_CASES = {
@@ -150,8 +193,21 @@ def run_first_call_check():
     return {"value": 0.0, "grad": 0.0, "grad_rounding_floor": 0.0}
 
 
+def run_tf32_case():
+    """A float32 case with TF32 products asked for, as torch.set_float32_matmul_precision does."""
+    torch.set_float32_matmul_precision("high")
+    try:
+        assert fused._dot_mode(torch.zeros(1, 1)) == "tf32"
+        cases = [run_case(2, 30, 20, 0, 0.1, "cosine", torch.float32),
+                 run_paired_case("siglip", 37, 0, 20, torch.float32)]
+        return {key: max(case[key] for case in cases) for key in cases[0]}
+    finally:
+        torch.set_float32_matmul_precision("highest")
+
+
 if __name__ == "__main__":
     report = {name: run_case(*case) for name, case in CASES.items()}
+    report["float32, TF32 products"] = run_tf32_case()
     report.update({name: run_paired_case(*case) for name, case in PAIRED_CASES.items()})
     report["two processes, gathered"] = run_distributed()
     report["first-call check"] = run_first_call_check()

@@ -42,14 +42,29 @@ def test_float32_values_and_gradients_match_float64(report, case):
     assert report[case]["value"] <= 1e-5 and report[case]["grad"] <= 1e-5, report[case]
 
 
-@pytest.mark.parametrize("case", ["bfloat16", "float16", "clip, bfloat16"])
+@pytest.mark.parametrize("case", ["bfloat16", "float16", "clip, bfloat16", "siglip, bfloat16"])
 def test_16_bit_inputs_lose_no_more_than_their_own_rounding(report, case):
-    # Products are exact and sums float32, so the loss is as exact as for float32 inputs; the
+    # Products are exact and sums float32, so the loss is as exact as for float32 inputs. The
     # gradients come back in the inputs' dtype, whose rounding alone (the floor) dominates, twice
-    # for anchors that are also columns.
+    # for anchors that are also columns; the backward's probabilities are rounded to that dtype
+    # once more before their tensor-core products, to nearest, so the errors add as independent
+    # roundings do, not in line: 3 floors bound them.
     errors = report[case]
     assert errors["value"] <= 1e-3
     assert errors["grad"] <= 3 * errors["grad_rounding_floor"], errors
+
+
+@pytest.mark.parametrize("case", ["bfloat16", "float16", "clip, bfloat16", "siglip, bfloat16"])
+def test_16_bit_gradients_are_no_worse_than_the_textbook_loss_in_that_dtype(report, case):
+    # The same inputs through the loss as usually written in torch in the 16-bit dtype (logits and
+    # softmax in it), both against float64.
+    assert report[case]["grad"] <= report[case]["textbook_grad"], report[case]
+
+
+def test_tf32_products_run_through_every_kernel(report):
+    # The interpreter multiplies in float32 whatever the precision asked, so this checks that the
+    # TF32 variant of each kernel compiles and computes the loss; on a GPU TF32 keeps 10 bits.
+    assert report["float32, TF32 products"]["value"] <= 1e-5 and report["float32, TF32 products"]["grad"] <= 1e-5
 
 
 def test_gathered_across_two_processes_equals_one_process(report):
@@ -67,8 +82,39 @@ def test_fused_on_a_cpu_without_the_interpreter_is_refused_with_the_fix():
 
 
 def test_the_automatic_choice_stays_on_torch_off_cuda():
-    assert not fused.use_fused(None, torch.randn(4, 8))
-    assert fused.use_fused(True, torch.randn(4, 8)) and not fused.use_fused(False, torch.randn(4, 8))
+    assert not fused.use_fused(None, torch.randn(4, 8), 64)
+    assert fused.use_fused(True, torch.randn(4, 8), 64) and not fused.use_fused(False, torch.randn(4, 8), 64)
+
+
+def test_the_automatic_choice_takes_the_kernels_where_measured_faster_or_where_the_plain_loss_would_not_fit(
+        monkeypatch):
+    # A stand-in GPU with 5 GiB free: the plain loss takes 20 bytes a logit, up to 80% of it.
+    monkeypatch.setattr(fused, "kernels_apply", lambda rows: True)
+    monkeypatch.setattr(fused, "free_gpu_bytes", lambda device: 5 * 2**30)
+    rows = torch.randn(4, 8)
+    fits = int(0.8 * 5 * 2**30 / fused.TORCH_BYTES_PER_LOGIT)
+    assert fits < fused.KERNELS_MEASURED_FASTER_FROM
+    assert not fused.use_fused(None, rows, fits) and fused.use_fused(None, rows, fits + 1)
+    assert not fused.use_fused(False, rows, 10 * fits)  # a choice given is kept
+    # 16-bit rows take the kernels from the size they were measured faster at, memory or not.
+    monkeypatch.setattr(fused, "free_gpu_bytes", lambda device: 1000 * 2**30)
+    small, measured = fused.KERNELS_MEASURED_FASTER_FROM - 1, fused.KERNELS_MEASURED_FASTER_FROM
+    assert not fused.use_fused(None, rows.bfloat16(), small) and fused.use_fused(None, rows.bfloat16(), measured)
+    assert not fused.use_fused(None, rows, measured)  # float32 rows: not measured faster
+    monkeypatch.setattr(fused, "kernels_apply", lambda rows: False)
+    assert not fused.use_fused(None, rows.bfloat16(), 10 * measured)  # off CUDA, or inside torch.compile
+
+
+def test_float32_rows_take_the_products_torch_matmuls_take():
+    rows = torch.randn(4, 8)
+    assert fused._dot_mode(rows) == "ieee" and fused._first_call_tolerance(rows) == 1e-4
+    torch.set_float32_matmul_precision("high")
+    try:
+        assert fused._dot_mode(rows) == "tf32" and fused._first_call_tolerance(rows) == 2e-2
+    finally:
+        torch.set_float32_matmul_precision("highest")
+    # bfloat16 under the interpreter: float32 products of the bfloat16 values, exact, as on a GPU.
+    assert fused._dot_mode(rows.bfloat16()) == "ieee" and fused._dot_mode(rows.half()) == "native"
 
 
 class Calls:

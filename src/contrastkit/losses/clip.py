@@ -67,8 +67,9 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
             the N x N logits: True forces it, False forbids it, None (default) picks it when N x N
             exceeds ``tiled.AUTO_TILED_LOGITS`` (8192 x 8192).
         fused: compute both directions in the Triton kernels of :mod:`contrastkit.losses.fused`,
-            features kept in their dtype: None (default) on CUDA with Triton, first call checked
-            against the torch loss; True forces it; False keeps the torch paths.
+            features kept in their dtype: None (default) on CUDA with Triton where they were
+            measured faster or the plain loss would not fit (``fused.kernels_preferred``), first
+            call checked against the torch loss; True forces it; False keeps the torch paths.
 
     Returns:
         The scalar loss, in float32 (or float64 for float64 features).
@@ -91,7 +92,8 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
     texts = F.normalize(text_features.to(dtype), dim=1)
     if tiled is True and fused is None:
         fused = False  # the tiled path was asked for
-    if caption_ids is None and fused_kernels.use_fused(fused, image_features):
+    num_logits = images.shape[0] ** 2 * (_distributed.world_size() if gathered else 1)
+    if caption_ids is None and fused_kernels.use_fused(fused, image_features, num_logits):
         def in_kernels() -> Tensor:
             kernel_dtype, scale = image_features.dtype, logit_scale.float().exp()
             rows, columns = images.to(kernel_dtype), texts.to(kernel_dtype)
@@ -104,6 +106,8 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
         return fused_kernels.checked_once("clip_loss", image_features, fused, in_kernels, lambda: clip_loss(
             image_features, text_features, logit_scale, gather_across_processes=gather_across_processes,
             validate=False, tiled=tiled, fused=False), inputs=(image_features, text_features, logit_scale))
+    if fused is None and tiled is None and fused_kernels.kernels_apply(image_features):
+        tiled = False  # the plain loss fits (else the kernels ran), and on a GPU it beats the tiled path
     if caption_ids is None and not gathered and tiled_losses._use_tiled(tiled, images.shape[0] ** 2):
         return tiled_losses._clip_from_normalised(images, texts, logit_scale.to(dtype).exp(),
                                                   tiled_losses.DEFAULT_TILE_SIZE)

@@ -15,12 +15,17 @@ row's running max, rescaled sum of exponentials and sum of positive logits in re
 attention does); it writes only the per-row log-sum-exp and positive sum. Backward recomputes the
 logits tile by tile, with the weights W_ac = g (P_ac - [c in P(a)] / |P(a)|): one kernel
 accumulates dq_a = s * sum_c W_ac c_c per block of anchors, another dc_c = s * sum_a W_ac q_a per
-block of columns, so no process-wide atomics and no N x N matrix.
+block of columns, so no process-wide atomics and no N x N matrix. The softmax part runs through
+the tiles; the targets, the positives' rows, are gathered and subtracted once, in float32.
 
-Inputs may be float32, bfloat16 or float16; products are accumulated in float32, float32 inputs
-with IEEE float32 products (no TF32), and the backward weights stay float32. The kernels run on
-CUDA, or on the CPU under Triton's interpreter (``TRITON_INTERPRET=1`` before Python starts), which
-is how the tests check them against float64 references.
+Inputs may be float32, bfloat16 or float16, and every product is accumulated in float32. 16-bit
+inputs take 16-bit products on tensor cores, forward and backward (the backward's probabilities
+rounded to the inputs' dtype, as FlashAttention does); float32 inputs take TF32 or IEEE float32
+products as torch's own matmuls do (``torch.set_float32_matmul_precision``; IEEE by default). The
+kernels run on CUDA, or on the CPU under Triton's interpreter (``TRITON_INTERPRET=1`` before Python
+starts), which is how the tests check them against float64 references. ``fused=None`` takes them
+where they were measured faster than the plain torch loss, or where it would not fit in the GPU's
+free memory (:func:`kernels_preferred`).
 """
 
 from __future__ import annotations
@@ -37,14 +42,14 @@ from contrastkit._triton import jit, tl, triton
 from contrastkit.errors import ConfigError
 
 FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_BLOCK_ROWS = 64
-_BLOCK_COLUMNS = 64
 
 
 # Relative difference between the first fused loss of a kind and the torch loss (value, and
-# gradient norms) above which the kernels are not trusted: the tests measure 4e-7 in float32 and
-# 4e-3 in bfloat16, where rounding the gradients to bfloat16 alone costs 1.7e-3.
-_FIRST_CALL_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-2}
+# gradient norms) above which the kernels are not trusted: the tests measure 4e-7 in float32 with
+# IEEE products and 4e-3 in bfloat16, where rounding the gradients to bfloat16 alone costs 1.7e-3;
+# TF32 products keep 10 mantissa bits, between the two.
+def _first_call_tolerance(rows: Tensor) -> float:
+    return 1e-4 if rows.dtype == torch.float32 and _dot_mode(rows) == "ieee" else 2e-2
 # (loss, device, dtype) -> whether the first fused call agreed with the torch path.
 _checked: dict[tuple[str, str, torch.dtype], bool] = {}
 
@@ -57,15 +62,64 @@ def available(device: torch.device) -> bool:
     return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def use_fused(choice: bool | None, rows: Tensor) -> bool:
-    """A loss's ``fused`` argument resolved: True and False as given; None (the default) picks the
-    kernels for CUDA tensors of a dtype they take, when Triton is installed, except inside
-    torch.compile (which fuses the torch loss itself, and would break its graph at the first
-    call's check)."""
-    if choice is not None:
-        return choice
+# GPU memory the plain torch losses hold per logit through forward and backward, measured on an
+# H200 (2026-12-04, benchmarks/RESULTS.md): InfoNCE took 20 GiB beyond its inputs at 16,384 pairs
+# of bfloat16 rows, 32,768^2 logits, so 20 bytes a logit (float32 logits, softmax and gradients).
+TORCH_BYTES_PER_LOGIT = 20
+# The share of the free GPU memory the plain loss may fill before the kernels take over.
+FREE_MEMORY_SHARE = 0.8
+# From this many logits, with 16-bit rows, the kernels were faster than the plain loss at every
+# size measured on an H200 (2026-12-04, bf16, d=128, forward + backward): at 16,384 pairs InfoNCE
+# 6.5 ms against 43.9 ms (32,768^2 logits), CLIP 3.3 against 13.5 ms and SigLIP 2.5 against
+# 14.8 ms (16,384^2 logits); at 65,536 pairs 6 to 9 times faster. Smaller sizes and float32 rows
+# were not measured, so there memory alone decides.
+KERNELS_MEASURED_FASTER_FROM = 16384 ** 2
+
+
+def kernels_apply(rows: Tensor) -> bool:
+    """Whether ``fused=None`` weighs the kernels at all: CUDA tensors of a dtype they take, Triton
+    installed, and not inside torch.compile (which fuses the torch loss itself, and would break
+    its graph at the first call's check)."""
     return (rows.is_cuda and triton is not None and rows.dtype in FUSED_DTYPES
             and not torch.compiler.is_compiling())
+
+
+def kernels_preferred(num_logits: int, free_bytes: int, sixteen_bit: bool) -> bool:
+    """The automatic choice's rule: the kernels where they were measured faster than the plain
+    torch loss (16-bit rows, at least KERNELS_MEASURED_FASTER_FROM logits), or where the plain loss
+    of ``num_logits`` logits would not fit in FREE_MEMORY_SHARE of ``free_bytes``; else the plain
+    loss, which fits.
+
+    Example:
+        >>> kernels_preferred(8192 ** 2, free_bytes=100 * 2**30, sixteen_bit=True)  # small: plain
+        False
+        >>> kernels_preferred(32768 ** 2, free_bytes=100 * 2**30, sixteen_bit=True)  # measured faster
+        True
+        >>> kernels_preferred(32768 ** 2, free_bytes=100 * 2**30, sixteen_bit=False)  # 20 GiB fits
+        False
+        >>> kernels_preferred(131072 ** 2, free_bytes=100 * 2**30, sixteen_bit=False)  # 320 GiB does not
+        True
+    """
+    if sixteen_bit and num_logits >= KERNELS_MEASURED_FASTER_FROM:
+        return True
+    return TORCH_BYTES_PER_LOGIT * num_logits > FREE_MEMORY_SHARE * free_bytes
+
+
+def free_gpu_bytes(device: torch.device) -> int:
+    """Bytes the plain loss could take on ``device``: free in the driver, and cached by torch's
+    allocator but unused (freed tensors it keeps for reuse)."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def use_fused(choice: bool | None, rows: Tensor, num_logits: int) -> bool:
+    """A loss's ``fused`` argument resolved: True and False as given; None (the default) picks the
+    kernels where they apply (:func:`kernels_apply`) and the plain loss of ``num_logits`` logits
+    (on this process) would not fit in the GPU's free memory (:func:`kernels_preferred`)."""
+    if choice is not None:
+        return choice
+    return kernels_apply(rows) and kernels_preferred(num_logits, free_gpu_bytes(rows.device),
+                                                     sixteen_bit=rows.element_size() == 2)
 
 
 def _relative_difference(actual: Tensor, expected: Tensor) -> float:
@@ -95,7 +149,7 @@ def checked_once(loss: str, rows: Tensor, choice: bool | None, fused: Callable[[
             pairs = zip(torch.autograd.grad(value, leaves, retain_graph=True, allow_unused=True),
                         torch.autograd.grad(expected, leaves, allow_unused=True))
             differences += [_relative_difference(got, want) for got, want in pairs if want is not None]
-        if not max(differences) <= _FIRST_CALL_TOLERANCE[rows.dtype]:
+        if not max(differences) <= _first_call_tolerance(rows):
             problem = f"it differs from the torch loss by {max(differences):.2g} (relative, value or gradients)"
     except Exception as error:  # a kernel that does not compile here must not stop training
         problem = f"it failed ({type(error).__name__}: {' '.join(str(error).split())[:300]})"
@@ -108,23 +162,52 @@ def checked_once(loss: str, rows: Tensor, choice: bool | None, fused: Callable[[
 
 
 @jit
-def _dots(q, c, IEEE: tl.constexpr):
-    """q c^T in float32: IEEE float32 products, or the inputs' own (16-bit) ones."""
-    if IEEE:
+def _dots(q, c, DOT: tl.constexpr):
+    """q c^T accumulated in float32, with the products of ``DOT`` (see :func:`_dot_mode`)."""
+    if DOT == "ieee":
         return tl.dot(q.to(tl.float32), tl.trans(c.to(tl.float32)), input_precision="ieee")
+    if DOT == "tf32":
+        return tl.dot(q, tl.trans(c), input_precision="tf32")
     return tl.dot(q, tl.trans(c))
 
 
 @jit
+def _round_to_bfloat16(values):
+    """float32 ``values`` rounded to the nearest bfloat16 (ties to even), kept in float32: what the
+    GPU's conversion does. Written out in bits because Triton's interpreter truncates instead, which
+    shrinks every weight the same way, a bias that the sums would accumulate."""
+    bits = values.to(tl.uint32, bitcast=True)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.to(tl.float32, bitcast=True)
+
+
+@jit
+def _weighted_sum(weights, x, DOT: tl.constexpr, ROUND_WEIGHTS: tl.constexpr):
+    """weights @ x accumulated in float32. With ROUND_WEIGHTS (16-bit inputs) the float32 weights
+    are rounded to x's dtype first, so that the product runs on tensor cores, as FlashAttention's
+    backward does with its probabilities: the weights are probabilities in [0, 1] (the targets are
+    subtracted apart), so each loses at most 2^-9 of itself in bfloat16."""
+    if ROUND_WEIGHTS and DOT == "ieee":
+        weights = _round_to_bfloat16(weights)  # bfloat16 rows under the interpreter (see _dot_mode)
+    elif ROUND_WEIGHTS:
+        weights = weights.to(x.dtype)
+    if DOT == "ieee":
+        return tl.dot(weights.to(tl.float32), x.to(tl.float32), input_precision="ieee")
+    if DOT == "tf32":
+        return tl.dot(weights, x, input_precision="tf32")
+    return tl.dot(weights, x)
+
+
+@jit
 def _logits_tile(q, c, rows, columns, row_ok, column_ok, scale, self_offset, batch, num_anchors,
-                 IEEE: tl.constexpr, PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
+                 DOT: tl.constexpr, PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
     """The tile's logits, dropped entries at -inf, and its positive and kept masks.
 
     Views mode (InfoNCE): anchor a is column self_offset + a and is dropped; its positives are the
     columns of the anchor block whose index differs from a by a multiple of ``batch``. Paired mode
     (CLIP, MoCo): anchor a's one positive is column self_offset + a and nothing is dropped, or with
     DROP_OTHERS every other column of that block (MoCo v2: the other keys are not negatives)."""
-    logits = _dots(q, c, IEEE) * scale
+    logits = _dots(q, c, DOT) * scale
     relative = columns[None, :] - self_offset - rows[:, None]
     in_anchor_block = (columns[None, :] >= self_offset) & (columns[None, :] < self_offset + num_anchors)
     if PAIRED:
@@ -150,7 +233,7 @@ def _load_tile(POINTER, index, index_ok, dims, dim_ok, stride):
 @jit
 def _forward_kernel(Q, C, LSE, POSITIVE, SCALE, num_anchors, num_columns, dim, stride_q, stride_c, self_offset,
                     batch, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                    IEEE: tl.constexpr, PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
+                    DOT: tl.constexpr, PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
     row_ok = rows < num_anchors
@@ -166,7 +249,7 @@ def _forward_kernel(Q, C, LSE, POSITIVE, SCALE, num_anchors, num_columns, dim, s
         column_ok = columns < num_columns
         c = _load_tile(C, columns, column_ok, dims, dim_ok, stride_c)
         logits, positive, valid = _logits_tile(q, c, rows, columns, row_ok, column_ok, scale, self_offset, batch,
-                                               num_anchors, IEEE, PAIRED, DROP_OTHERS)
+                                               num_anchors, DOT, PAIRED, DROP_OTHERS)
         positive_sum += tl.sum(tl.where(positive, logits, 0.0), 1)
         new_max = tl.maximum(running_max, tl.max(logits, 1))
         running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(logits - new_max[:, None]), 1)
@@ -177,20 +260,52 @@ def _forward_kernel(Q, C, LSE, POSITIVE, SCALE, num_anchors, num_columns, dim, s
 
 
 @jit
-def _weights(q, c, lse, grad, rows, columns, row_ok, column_ok, num_anchors, scale, self_offset, batch,
-             positives_per_anchor, IEEE: tl.constexpr, PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
-    """A tile's weights W = g (softmax - target), 0 where the logit is dropped."""
+def _softmax_tile(q, c, lse, rows, columns, row_ok, column_ok, num_anchors, scale, self_offset, batch,
+                  DOT: tl.constexpr, PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
+    """A tile's softmax P_ac, 0 where the logit is dropped. The weights are W = g (P - T); the
+    targets T, whose rounding would cost the most (P - 1 near -1 on a positive), are subtracted
+    apart and exactly (:func:`_anchor_targets`, :func:`_column_targets`), and g at the end."""
     logits, positive, valid = _logits_tile(q, c, rows, columns, row_ok, column_ok, scale, self_offset, batch,
-                                           num_anchors, IEEE, PAIRED, DROP_OTHERS)
-    weights = grad * (tl.exp(logits - lse[:, None]) - tl.where(positive, 1.0 / positives_per_anchor, 0.0))
-    return tl.where(valid, weights, 0.0)
+                                           num_anchors, DOT, PAIRED, DROP_OTHERS)
+    return tl.where(valid, tl.exp(logits - lse[:, None]), 0.0)
+
+
+@jit
+def _anchor_targets(C, rows, row_ok, dims, dim_ok, stride_c, num_anchors, self_offset, batch, num_positives,
+                    PAIRED: tl.constexpr):
+    """sum_c T_ac c_c for a block of anchors, in float32: the mean of their positives' rows (the
+    paired column self_offset + a; or the other views of a's sample, a + j * batch modulo the
+    anchor count, for j = 1 .. |P|)."""
+    if PAIRED:
+        return _load_tile(C, self_offset + rows, row_ok, dims, dim_ok, stride_c).to(tl.float32)
+    total = tl.zeros([rows.shape[0], dims.shape[0]], tl.float32)
+    for j in range(1, num_positives + 1):
+        partners = self_offset + (rows + j * batch) % num_anchors
+        total += _load_tile(C, partners, row_ok, dims, dim_ok, stride_c).to(tl.float32)
+    return total / num_positives
+
+
+@jit
+def _column_targets(Q, columns, column_ok, dims, dim_ok, stride_q, num_anchors, self_offset, batch, num_positives,
+                    PAIRED: tl.constexpr):
+    """sum_a T_ac q_a for a block of columns, in float32: each column of the anchors' block is the
+    positive of the anchor it pairs with, or of the other views of its sample (1 / |P| each)."""
+    local = columns - self_offset
+    in_block = column_ok & (local >= 0) & (local < num_anchors)
+    local = tl.where(in_block, local, 0)
+    if PAIRED:
+        return _load_tile(Q, local, in_block, dims, dim_ok, stride_q).to(tl.float32)
+    total = tl.zeros([columns.shape[0], dims.shape[0]], tl.float32)
+    for j in range(1, num_positives + 1):
+        total += _load_tile(Q, (local + j * batch) % num_anchors, in_block, dims, dim_ok, stride_q).to(tl.float32)
+    return total / num_positives
 
 
 @jit
 def _anchor_grad_kernel(Q, C, LSE, GRAD, DQ, SCALE, num_anchors, num_columns, dim, stride_q, stride_c, stride_dq,
-                        self_offset, batch, positives_per_anchor, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_D: tl.constexpr, IEEE: tl.constexpr, PAIRED: tl.constexpr,
-                        DROP_OTHERS: tl.constexpr):
+                        self_offset, batch, num_positives, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_D: tl.constexpr, DOT: tl.constexpr, ROUND_WEIGHTS: tl.constexpr,
+                        PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
     """dq_a = s * sum_c W_ac c_c for one block of anchors (loaded once, the columns streamed)."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
@@ -204,18 +319,20 @@ def _anchor_grad_kernel(Q, C, LSE, GRAD, DQ, SCALE, num_anchors, num_columns, di
         columns = start + tl.arange(0, BLOCK_N)
         column_ok = columns < num_columns
         c = _load_tile(C, columns, column_ok, dims, dim_ok, stride_c)
-        weights = _weights(q, c, lse, grad, rows, columns, row_ok, column_ok, num_anchors, scale, self_offset, batch,
-                           positives_per_anchor, IEEE, PAIRED, DROP_OTHERS)
-        accumulated += tl.dot(weights, c.to(tl.float32), input_precision="ieee")
-    tl.store(DQ + rows[:, None] * stride_dq + dims[None, :], (accumulated * scale).to(DQ.dtype.element_ty),
+        weights = _softmax_tile(q, c, lse, rows, columns, row_ok, column_ok, num_anchors, scale, self_offset, batch,
+                                DOT, PAIRED, DROP_OTHERS)
+        accumulated += _weighted_sum(weights, c, DOT, ROUND_WEIGHTS)
+    accumulated -= _anchor_targets(C, rows, row_ok, dims, dim_ok, stride_c, num_anchors, self_offset, batch,
+                                   num_positives, PAIRED)
+    tl.store(DQ + rows[:, None] * stride_dq + dims[None, :], (accumulated * (grad * scale)).to(DQ.dtype.element_ty),
              mask=row_ok[:, None] & dim_ok[None, :])
 
 
 @jit
 def _column_grad_kernel(Q, C, LSE, GRAD, DC, SCALE, num_anchors, num_columns, dim, stride_q, stride_c, stride_dc,
-                        self_offset, batch, positives_per_anchor, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_D: tl.constexpr, IEEE: tl.constexpr, PAIRED: tl.constexpr,
-                        DROP_OTHERS: tl.constexpr):
+                        self_offset, batch, num_positives, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_D: tl.constexpr, DOT: tl.constexpr, ROUND_WEIGHTS: tl.constexpr,
+                        PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
     """dc_c = s * sum_a W_ac q_a for one block of columns (loaded once, the anchors streamed)."""
     columns = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     dims = tl.arange(0, BLOCK_D)
@@ -229,31 +346,35 @@ def _column_grad_kernel(Q, C, LSE, GRAD, DC, SCALE, num_anchors, num_columns, di
         row_ok = rows < num_anchors
         q = _load_tile(Q, rows, row_ok, dims, dim_ok, stride_q)
         lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
-        weights = _weights(q, c, lse, grad, rows, columns, row_ok, column_ok, num_anchors, scale, self_offset, batch,
-                           positives_per_anchor, IEEE, PAIRED, DROP_OTHERS)
-        accumulated += tl.dot(tl.trans(weights), q.to(tl.float32), input_precision="ieee")
-    tl.store(DC + columns[:, None] * stride_dc + dims[None, :], (accumulated * scale).to(DC.dtype.element_ty),
+        weights = _softmax_tile(q, c, lse, rows, columns, row_ok, column_ok, num_anchors, scale, self_offset, batch,
+                                DOT, PAIRED, DROP_OTHERS)
+        accumulated += _weighted_sum(tl.trans(weights), q, DOT, ROUND_WEIGHTS)
+    accumulated -= _column_targets(Q, columns, column_ok, dims, dim_ok, stride_q, num_anchors, self_offset, batch,
+                                   num_positives, PAIRED)
+    tl.store(DC + columns[:, None] * stride_dc + dims[None, :], (accumulated * (grad * scale)).to(DC.dtype.element_ty),
              mask=column_ok[:, None] & dim_ok[None, :])
 
 
 @jit
-def _sigmoid_terms(x, y, grad, scale, bias, rows, columns, row_ok, column_ok, self_offset, IEEE: tl.constexpr):
+def _sigmoid_terms(x, y, scale, bias, rows, columns, row_ok, column_ok, self_offset, DOT: tl.constexpr):
     """A SigLIP tile's loss terms softplus(-z l), with l = s x.y + b and z = +1 on the pair's own
-    column, -1 elsewhere, and their gradients dl = g (sigmoid(l) - [z = 1]); 0 outside the matrix."""
-    logits = _dots(x, y, IEEE) * scale + bias
+    column, -1 elsewhere; sigmoid(l); and [z = 1]; 0 outside the matrix. The gradients are
+    dl = g (sigmoid(l) - [z = 1]): the target's term is subtracted apart and exactly (it is the pair's
+    own row), and the loss's gradient g multiplies the sums once, at the end."""
+    logits = _dots(x, y, DOT) * scale + bias
     positive = (columns[None, :] - self_offset - rows[:, None]) == 0
     valid = row_ok[:, None] & column_ok[None, :]
     signed = tl.where(positive, logits, -logits)
     # softplus(-signed), stable for either sign.
     terms = tl.maximum(-signed, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(signed)))
-    d_logits = grad * (tl.sigmoid(logits) - tl.where(positive, 1.0, 0.0))
-    return tl.where(valid, terms, 0.0), tl.where(valid, d_logits, 0.0)
+    return (tl.where(valid, terms, 0.0), tl.where(valid, tl.sigmoid(logits), 0.0),
+            tl.where(valid & positive, 1.0, 0.0))
 
 
 @jit
 def _sigmoid_forward_kernel(X, Y, ROW_SUM, SCALE, BIAS, num_rows, num_columns, dim, stride_x, stride_y, self_offset,
                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                            IEEE: tl.constexpr):
+                            DOT: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
     row_ok = rows < num_rows
@@ -265,7 +386,7 @@ def _sigmoid_forward_kernel(X, Y, ROW_SUM, SCALE, BIAS, num_rows, num_columns, d
         columns = start + tl.arange(0, BLOCK_N)
         column_ok = columns < num_columns
         y = _load_tile(Y, columns, column_ok, dims, dim_ok, stride_y)
-        terms, _ = _sigmoid_terms(x, y, 0.0, scale, bias, rows, columns, row_ok, column_ok, self_offset, IEEE)
+        terms, _, _ = _sigmoid_terms(x, y, scale, bias, rows, columns, row_ok, column_ok, self_offset, DOT)
         total += tl.sum(terms, 1)
     tl.store(ROW_SUM + rows, total, mask=row_ok)
 
@@ -273,7 +394,7 @@ def _sigmoid_forward_kernel(X, Y, ROW_SUM, SCALE, BIAS, num_rows, num_columns, d
 @jit
 def _sigmoid_row_grad_kernel(X, Y, GRAD, DX, D_LOGIT_SUM, SCALE, BIAS, num_rows, num_columns, dim, stride_x, stride_y,
                              stride_dx, self_offset, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                             BLOCK_D: tl.constexpr, IEEE: tl.constexpr):
+                             BLOCK_D: tl.constexpr, DOT: tl.constexpr, ROUND_WEIGHTS: tl.constexpr):
     """dx_i = s * sum_j dl_ij y_j, and each row's sum of dl (the bias's gradient, summed after)."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
@@ -287,18 +408,21 @@ def _sigmoid_row_grad_kernel(X, Y, GRAD, DX, D_LOGIT_SUM, SCALE, BIAS, num_rows,
         columns = start + tl.arange(0, BLOCK_N)
         column_ok = columns < num_columns
         y = _load_tile(Y, columns, column_ok, dims, dim_ok, stride_y)
-        _, d_logits = _sigmoid_terms(x, y, grad, scale, bias, rows, columns, row_ok, column_ok, self_offset, IEEE)
-        accumulated += tl.dot(d_logits, y.to(tl.float32), input_precision="ieee")
-        d_logit_sum += tl.sum(d_logits, 1)
-    tl.store(DX + rows[:, None] * stride_dx + dims[None, :], (accumulated * scale).to(DX.dtype.element_ty),
+        _, probabilities, targets = _sigmoid_terms(x, y, scale, bias, rows, columns, row_ok, column_ok, self_offset,
+                                                   DOT)
+        accumulated += _weighted_sum(probabilities, y, DOT, ROUND_WEIGHTS)
+        d_logit_sum += tl.sum(probabilities - targets, 1)
+    pairs = self_offset + rows
+    accumulated -= _load_tile(Y, pairs, row_ok & (pairs < num_columns), dims, dim_ok, stride_y).to(tl.float32)
+    tl.store(DX + rows[:, None] * stride_dx + dims[None, :], (accumulated * (grad * scale)).to(DX.dtype.element_ty),
              mask=row_ok[:, None] & dim_ok[None, :])
-    tl.store(D_LOGIT_SUM + rows, d_logit_sum, mask=row_ok)
+    tl.store(D_LOGIT_SUM + rows, d_logit_sum * grad, mask=row_ok)
 
 
 @jit
 def _sigmoid_column_grad_kernel(X, Y, GRAD, DY, SCALE, BIAS, num_rows, num_columns, dim, stride_x, stride_y,
                                 stride_dy, self_offset, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                                BLOCK_D: tl.constexpr, IEEE: tl.constexpr):
+                                BLOCK_D: tl.constexpr, DOT: tl.constexpr, ROUND_WEIGHTS: tl.constexpr):
     """dy_j = s * sum_i dl_ij x_i for one block of columns."""
     columns = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     dims = tl.arange(0, BLOCK_D)
@@ -311,21 +435,52 @@ def _sigmoid_column_grad_kernel(X, Y, GRAD, DY, SCALE, BIAS, num_rows, num_colum
         rows = start + tl.arange(0, BLOCK_M)
         row_ok = rows < num_rows
         x = _load_tile(X, rows, row_ok, dims, dim_ok, stride_x)
-        _, d_logits = _sigmoid_terms(x, y, grad, scale, bias, rows, columns, row_ok, column_ok, self_offset, IEEE)
-        accumulated += tl.dot(tl.trans(d_logits), x.to(tl.float32), input_precision="ieee")
-    tl.store(DY + columns[:, None] * stride_dy + dims[None, :], (accumulated * scale).to(DY.dtype.element_ty),
+        _, probabilities, _ = _sigmoid_terms(x, y, scale, bias, rows, columns, row_ok, column_ok, self_offset, DOT)
+        accumulated += _weighted_sum(tl.trans(probabilities), x, DOT, ROUND_WEIGHTS)
+    pairs = columns - self_offset
+    paired = column_ok & (pairs >= 0) & (pairs < num_rows)
+    accumulated -= _load_tile(X, tl.where(paired, pairs, 0), paired, dims, dim_ok, stride_x).to(tl.float32)
+    tl.store(DY + columns[:, None] * stride_dy + dims[None, :], (accumulated * (grad * scale)).to(DY.dtype.element_ty),
              mask=column_ok[:, None] & dim_ok[None, :])
 
 
-def _ieee_products(rows: Tensor) -> bool:
-    """float32 rows take IEEE float32 products (TF32 would miss the 1e-5 accuracy). bfloat16 rows
-    take them under the interpreter too, whose bfloat16 tl.dot is wrong; bfloat16 products are exact
-    in float32, so this computes what the GPU's bfloat16 dot with float32 accumulation does."""
-    return rows.dtype == torch.float32 or (rows.dtype == torch.bfloat16 and rows.device.type == "cpu")
+def _dot_mode(rows: Tensor) -> str:
+    """The products of the kernels' dots, all accumulated in float32:
+
+    * "native" for 16-bit rows on a GPU: 16-bit products on tensor cores (exact in float32);
+    * for float32 rows, what torch's own float32 matmuls take: "tf32" under
+      ``torch.set_float32_matmul_precision("high")`` or ``"medium"``, else (torch's default,
+      "highest") "ieee" float32 products, the explicit choice of the accuracy tests;
+    * "ieee" for bfloat16 rows under the interpreter, whose bfloat16 tl.dot is wrong: bfloat16
+      products are exact in float32, so this computes what the GPU's bfloat16 dot does.
+    """
+    if rows.dtype == torch.float32:
+        return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+    if rows.dtype == torch.bfloat16 and rows.device.type == "cpu":
+        return "ieee"
+    return "native"
 
 
 def _block_dim(dim: int) -> int:
     return max(16, triton.next_power_of_2(dim))
+
+
+# Tiles (BLOCK_M anchor rows x BLOCK_N columns), warps and software-pipeline stages of each kernel
+# (forward, row_grad, column_grad). For 16-bit rows of up to 128 dims, 64 x 64 with 4 warps and 3
+# stages was the fastest of six configurations for each kernel on an H200, or within 1.3% of it
+# (InfoNCE, 16,384 pairs, d=128; 128-row and 128-column tiles were 4% to 76% slower:
+# benchmarks/RESULTS.md); float32 or wider rows take 2 stages, which fit any GPU's shared memory.
+LAUNCH_16_BIT: dict[str, dict[str, int]] = {
+    kernel: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3) for kernel in ("forward", "row_grad", "column_grad")
+}
+LAUNCH_WIDE: dict[str, int] = dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)
+
+
+def _launch(kernel: str, rows: Tensor) -> dict[str, int]:
+    """The tile sizes, warps and stages of ``kernel`` (forward, row_grad, column_grad) for ``rows``."""
+    if rows.element_size() == 2 and rows.shape[1] <= 128:
+        return LAUNCH_16_BIT[kernel]
+    return LAUNCH_WIDE
 
 
 class _FusedContrast(torch.autograd.Function):
@@ -340,13 +495,13 @@ class _FusedContrast(torch.autograd.Function):
         num_anchors, dim = anchors.shape
         lse = torch.empty(num_anchors, dtype=torch.float32, device=anchors.device)
         positive = torch.empty_like(lse)
-        ctx.modes = dict(BLOCK_M=_BLOCK_ROWS, BLOCK_N=_BLOCK_COLUMNS, BLOCK_D=_block_dim(dim),
-                         IEEE=_ieee_products(anchors), PAIRED=paired, DROP_OTHERS=drop_others)
-        _forward_kernel[(triton.cdiv(num_anchors, _BLOCK_ROWS),)](
+        ctx.modes = dict(BLOCK_D=_block_dim(dim), DOT=_dot_mode(anchors), PAIRED=paired, DROP_OTHERS=drop_others)
+        launch = _launch("forward", anchors)
+        _forward_kernel[(triton.cdiv(num_anchors, launch["BLOCK_M"]),)](
             anchors, columns, lse, positive, scale, num_anchors, columns.shape[0], dim, anchors.stride(0),
-            columns.stride(0), self_offset, batch, **ctx.modes)
+            columns.stride(0), self_offset, batch, **launch, **ctx.modes)
         ctx.save_for_backward(anchors, columns, lse, scale)
-        ctx.settings = (self_offset, batch, float(positives_per_anchor))
+        ctx.settings = (self_offset, batch, positives_per_anchor)
         return (lse - positive / positives_per_anchor).mean()
 
     @staticmethod
@@ -359,10 +514,13 @@ class _FusedContrast(torch.autograd.Function):
         d_anchors, d_columns = torch.empty_like(anchors), torch.empty_like(columns)
         arguments = (anchors, columns, lse, grad)
         sizes = (num_anchors, columns.shape[0], dim, anchors.stride(0), columns.stride(0))
-        _anchor_grad_kernel[(triton.cdiv(num_anchors, _BLOCK_ROWS),)](
-            *arguments, d_anchors, scale, *sizes, d_anchors.stride(0), *ctx.settings, **ctx.modes)
-        _column_grad_kernel[(triton.cdiv(columns.shape[0], _BLOCK_COLUMNS),)](
-            *arguments, d_columns, scale, *sizes, d_columns.stride(0), *ctx.settings, **ctx.modes)
+        modes = dict(ctx.modes, ROUND_WEIGHTS=anchors.element_size() == 2)
+        launch = _launch("row_grad", anchors)
+        _anchor_grad_kernel[(triton.cdiv(num_anchors, launch["BLOCK_M"]),)](
+            *arguments, d_anchors, scale, *sizes, d_anchors.stride(0), *ctx.settings, **launch, **modes)
+        launch = _launch("column_grad", anchors)
+        _column_grad_kernel[(triton.cdiv(columns.shape[0], launch["BLOCK_N"]),)](
+            *arguments, d_columns, scale, *sizes, d_columns.stride(0), *ctx.settings, **launch, **modes)
         d_scale = None
         if ctx.needs_input_grad[2]:
             # The logits are s * q.c, so dL/ds = sum W_ac q_a.c_c = sum_a q_a . dq_a / s.
@@ -417,9 +575,11 @@ class _FusedSigmoid(torch.autograd.Function):
         bias = bias.detach().float().reshape(1).contiguous()
         num_rows, dim = x.shape
         row_sum = torch.empty(num_rows, dtype=torch.float32, device=x.device)
-        ctx.modes = dict(BLOCK_M=_BLOCK_ROWS, BLOCK_N=_BLOCK_COLUMNS, BLOCK_D=_block_dim(dim), IEEE=_ieee_products(x))
-        _sigmoid_forward_kernel[(triton.cdiv(num_rows, _BLOCK_ROWS),)](
-            x, y, row_sum, scale, bias, num_rows, y.shape[0], dim, x.stride(0), y.stride(0), self_offset, **ctx.modes)
+        ctx.modes = dict(BLOCK_D=_block_dim(dim), DOT=_dot_mode(x))
+        launch = _launch("forward", x)
+        _sigmoid_forward_kernel[(triton.cdiv(num_rows, launch["BLOCK_M"]),)](
+            x, y, row_sum, scale, bias, num_rows, y.shape[0], dim, x.stride(0), y.stride(0), self_offset, **launch,
+            **ctx.modes)
         ctx.save_for_backward(x, y, scale, bias)
         ctx.self_offset = self_offset
         return row_sum.sum() / num_rows
@@ -433,10 +593,13 @@ class _FusedSigmoid(torch.autograd.Function):
         d_x, d_y = torch.empty_like(x), torch.empty_like(y)
         d_logit_sum = torch.empty(num_rows, dtype=torch.float32, device=x.device)
         sizes = (num_rows, y.shape[0], dim, x.stride(0), y.stride(0))
-        _sigmoid_row_grad_kernel[(triton.cdiv(num_rows, _BLOCK_ROWS),)](
-            x, y, grad, d_x, d_logit_sum, scale, bias, *sizes, d_x.stride(0), ctx.self_offset, **ctx.modes)
-        _sigmoid_column_grad_kernel[(triton.cdiv(y.shape[0], _BLOCK_COLUMNS),)](
-            x, y, grad, d_y, scale, bias, *sizes, d_y.stride(0), ctx.self_offset, **ctx.modes)
+        modes = dict(ctx.modes, ROUND_WEIGHTS=x.element_size() == 2)
+        launch = _launch("row_grad", x)
+        _sigmoid_row_grad_kernel[(triton.cdiv(num_rows, launch["BLOCK_M"]),)](
+            x, y, grad, d_x, d_logit_sum, scale, bias, *sizes, d_x.stride(0), ctx.self_offset, **launch, **modes)
+        launch = _launch("column_grad", x)
+        _sigmoid_column_grad_kernel[(triton.cdiv(y.shape[0], launch["BLOCK_N"]),)](
+            x, y, grad, d_y, scale, bias, *sizes, d_y.stride(0), ctx.self_offset, **launch, **modes)
         # The logits are s x.y + b: dL/ds = sum_i x_i . dx_i / s and dL/db = sum of dl.
         d_scale = ((d_x.float() * x.float()).sum() / scale[0]).reshape(1)
         return d_x, d_y, d_scale, d_logit_sum.sum().reshape(1), None

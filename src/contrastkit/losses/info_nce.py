@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from contrastkit import _distributed
 from contrastkit.losses import fused as fused_kernels
 from contrastkit.losses import tiled as tiled_losses
 from contrastkit.losses._contrastive import (_check_inputs, _check_options, _contrast_rows,
@@ -56,9 +57,11 @@ def info_nce(z_a: Tensor, z_b: Tensor, *more_views: Tensor, temperature: float =
             single process.
         fused: compute in the Triton kernels of :mod:`contrastkit.losses.fused`: exact, O(N)
             memory, rows kept in their float32, bfloat16 or float16 dtype (normalised in float32
-            first). None (default): on CUDA when Triton is installed, the first call checked
-            against the torch loss (see ``fused.checked_once``); True forces it (CUDA, or the CPU
-            under ``TRITON_INTERPRET=1``); False keeps the torch paths, the reference.
+            first). None (default): on CUDA with Triton, where they were measured faster than the
+            plain loss or it would not fit in free memory (``fused.kernels_preferred``), the first
+            call checked against the torch loss (``fused.checked_once``); elsewhere on CUDA the
+            plain loss. True forces them (CUDA, or the CPU under ``TRITON_INTERPRET=1``); False
+            keeps the torch paths, the reference.
 
     Returns:
         The scalar mean loss, in float32 (or float64 for float64 inputs).
@@ -72,7 +75,10 @@ def info_nce(z_a: Tensor, z_b: Tensor, *more_views: Tensor, temperature: float =
     _check_inputs(views, temperature, similarity, negatives, validate, gather_across_processes, "info_nce")
     if tiled is True and fused is None:
         fused = False  # the tiled path was asked for
-    if fused_kernels.use_fused(fused, views[0]):
+    num_anchors = len(views) * z_a.shape[0]
+    world = _distributed.world_size() if gather_across_processes else 1
+    num_logits = num_anchors * (num_anchors * world + (0 if negatives is None else negatives.shape[0]))
+    if fused_kernels.use_fused(fused, views[0], num_logits):
         def in_kernels() -> Tensor:
             kernel_dtype = views[0].dtype
             anchors, rows, self_offset = _contrast_rows(views, similarity, gather_across_processes, dtype=kernel_dtype)
@@ -83,6 +89,8 @@ def info_nce(z_a: Tensor, z_b: Tensor, *more_views: Tensor, temperature: float =
         return fused_kernels.checked_once("info_nce", views[0], fused, in_kernels, lambda: info_nce(
             *views, temperature=temperature, similarity=similarity, negatives=negatives, validate=False, tiled=tiled,
             gather_across_processes=gather_across_processes, fused=False), inputs=(*views, negatives))
+    if fused is None and tiled is None and fused_kernels.kernels_apply(views[0]):
+        tiled = False  # the plain loss fits (else the kernels ran), and on a GPU it beats the tiled path
     anchors, rows, self_offset = _contrast_rows(views, similarity, gather_across_processes)
     extra = _prepared_negatives(negatives, anchors.dtype, similarity)
     num_columns = rows.shape[0] + (0 if extra is None else extra.shape[0])

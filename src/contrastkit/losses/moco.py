@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastkit._checks import check_batch_size, check_embeddings, check_finite, check_positive
-from contrastkit._distributed import gather_no_grad, rank
+from contrastkit._distributed import gather_no_grad, rank, world_size
 from contrastkit.errors import InputError
 from contrastkit.losses import fused as fused_kernels
 from contrastkit.losses._precision import full_precision, loss_dtype
@@ -52,8 +52,9 @@ def moco_info_nce(queries: Tensor, keys: Tensor, *, negatives: Tensor | None = N
         gather_across_processes: without a queue, contrast with every process's keys (see the
             module docstring); a no-op in a single process or with ``negatives``.
         fused: compute in the Triton kernels of :mod:`contrastkit.losses.fused`, rows kept in
-            their dtype: None (default) on CUDA with Triton, first call checked against the torch
-            loss; True forces it; False keeps the torch path.
+            their dtype: None (default) on CUDA with Triton where they were measured faster or the
+            plain loss would not fit (``fused.kernels_preferred``), first call checked against the
+            torch loss; True forces it; False keeps the torch path.
 
     Example:
         >>> q, k, queue = torch.randn(8, 16), torch.randn(8, 16), torch.randn(64, 16)
@@ -88,7 +89,9 @@ def moco_info_nce(queries: Tensor, keys: Tensor, *, negatives: Tensor | None = N
     dtype = loss_dtype(queries)
     q = F.normalize(queries.to(dtype), dim=1)
     k = F.normalize(keys.to(dtype), dim=1)
-    if fused_kernels.use_fused(fused, queries):
+    num_keys = keys.shape[0] * (world_size() if gather_across_processes else 1)
+    num_logits = queries.shape[0] * (num_keys + (0 if negatives is None else negatives.shape[0]))
+    if fused_kernels.use_fused(fused, queries, num_logits):
         return fused_kernels.checked_once(
             "moco_info_nce", queries, fused,
             lambda: _fused_moco(q.to(queries.dtype), k.to(queries.dtype), negatives, temperature,

@@ -223,8 +223,9 @@ def sigmoid_loss(x_a: Tensor, x_b: Tensor, logit_scale: Tensor | float, logit_bi
         validate: check that the embeddings, scale and bias are finite and the log-scale at most
             log(1000) (host syncs).
         fused: compute in the Triton kernels of :mod:`contrastkit.losses.fused`, never holding
-            the N x N logits: None (default) on CUDA with Triton, first call checked against the
-            torch loss; True forces it; False keeps the torch path.
+            the N x N logits: None (default) on CUDA with Triton where they were measured faster or
+            the plain loss would not fit (``fused.kernels_preferred``), first call checked against
+            the torch loss; True forces it; False keeps the torch path.
 
     Returns:
         The scalar loss, in float32 (or float64 for float64 inputs).
@@ -256,7 +257,8 @@ def sigmoid_loss(x_a: Tensor, x_b: Tensor, logit_scale: Tensor | float, logit_bi
         raise ConfigError("the fused SigLIP kernels take one positive per pair; drop fused=True to use caption_ids.")
     gathered = gather_across_processes and _distributed.is_distributed()
     offset = _distributed.rank() * x_a.shape[0] if gathered else 0
-    if caption_ids is None and fused_kernels.use_fused(fused, x_a):
+    num_logits = x_a.shape[0] * x_b.shape[0] * (_distributed.world_size() if gathered else 1)
+    if caption_ids is None and fused_kernels.use_fused(fused, x_a, num_logits):
         def in_kernels() -> Tensor:
             rows, columns = (F.normalize(x.to(dtype), dim=1).to(x_a.dtype) for x in (x_a, x_b))
             if gathered:
