@@ -114,8 +114,9 @@ def free_gpu_bytes(device: torch.device) -> int:
 
 def use_fused(choice: bool | None, rows: Tensor, num_logits: int) -> bool:
     """A loss's ``fused`` argument resolved: True and False as given; None (the default) picks the
-    kernels where they apply (:func:`kernels_apply`) and the plain loss of ``num_logits`` logits
-    (on this process) would not fit in the GPU's free memory (:func:`kernels_preferred`)."""
+    kernels where they apply (:func:`kernels_apply`) and, for ``num_logits`` logits on this
+    process, were measured faster than the plain loss or it would not fit in the GPU's free memory
+    (:func:`kernels_preferred`)."""
     if choice is not None:
         return choice
     return kernels_apply(rows) and kernels_preferred(num_logits, free_gpu_bytes(rows.device),
@@ -265,8 +266,8 @@ def _softmax_tile(q, c, lse, rows, columns, row_ok, column_ok, num_anchors, scal
     """A tile's softmax P_ac, 0 where the logit is dropped. The weights are W = g (P - T); the
     targets T, whose rounding would cost the most (P - 1 near -1 on a positive), are subtracted
     apart and exactly (:func:`_anchor_targets`, :func:`_column_targets`), and g at the end."""
-    logits, positive, valid = _logits_tile(q, c, rows, columns, row_ok, column_ok, scale, self_offset, batch,
-                                           num_anchors, DOT, PAIRED, DROP_OTHERS)
+    logits, _, valid = _logits_tile(q, c, rows, columns, row_ok, column_ok, scale, self_offset, batch,
+                                    num_anchors, DOT, PAIRED, DROP_OTHERS)
     return tl.where(valid, tl.exp(logits - lse[:, None]), 0.0)
 
 
