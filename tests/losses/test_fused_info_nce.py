@@ -89,6 +89,7 @@ def test_the_automatic_choice_stays_on_torch_off_cuda():
 def test_the_automatic_choice_takes_the_kernels_where_measured_faster_or_where_the_plain_loss_would_not_fit(
         monkeypatch):
     # A stand-in GPU with 5 GiB free: the plain loss takes 20 bytes a logit, up to 80% of it.
+    monkeypatch.setattr(fused, "_automatic_choices", {})
     monkeypatch.setattr(fused, "kernels_apply", lambda rows: True)
     monkeypatch.setattr(fused, "free_gpu_bytes", lambda device: 5 * 2**30)
     rows = torch.randn(4, 8)
@@ -101,6 +102,9 @@ def test_the_automatic_choice_takes_the_kernels_where_measured_faster_or_where_t
     small, measured = fused.KERNELS_MEASURED_FASTER_FROM - 1, fused.KERNELS_MEASURED_FASTER_FROM
     assert not fused.use_fused(None, rows.bfloat16(), small) and fused.use_fused(None, rows.bfloat16(), measured)
     assert not fused.use_fused(None, rows, measured)  # float32 rows: not measured faster
+    # Made once per size: the memory of a later moment does not move a run to the other path.
+    monkeypatch.setattr(fused, "free_gpu_bytes", lambda device: 1)
+    assert not fused.use_fused(None, rows, fits) and fused.use_fused(None, rows, fits + 1)
     monkeypatch.setattr(fused, "kernels_apply", lambda rows: False)
     assert not fused.use_fused(None, rows.bfloat16(), 10 * measured)  # off CUDA, or inside torch.compile
 

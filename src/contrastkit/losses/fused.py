@@ -112,15 +112,26 @@ def free_gpu_bytes(device: torch.device) -> int:
     return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
+# (device, dtype, logits) -> the automatic choice, made at the first such call and kept: a run keeps
+# its path (one that followed the free memory of the moment could change the run's rounding from
+# step to step), and no step pays the driver's memory query.
+_automatic_choices: dict[tuple[str, torch.dtype, int], bool] = {}
+
+
 def use_fused(choice: bool | None, rows: Tensor, num_logits: int) -> bool:
     """A loss's ``fused`` argument resolved: True and False as given; None (the default) picks the
     kernels where they apply (:func:`kernels_apply`) and, for ``num_logits`` logits on this
     process, were measured faster than the plain loss or it would not fit in the GPU's free memory
-    (:func:`kernels_preferred`)."""
+    (:func:`kernels_preferred`), as judged at the first call of that size on that device."""
     if choice is not None:
         return choice
-    return kernels_apply(rows) and kernels_preferred(num_logits, free_gpu_bytes(rows.device),
-                                                     sixteen_bit=rows.element_size() == 2)
+    if not kernels_apply(rows):
+        return False
+    key = (str(rows.device), rows.dtype, num_logits)
+    if key not in _automatic_choices:
+        _automatic_choices[key] = kernels_preferred(num_logits, free_gpu_bytes(rows.device),
+                                                    sixteen_bit=rows.element_size() == 2)
+    return _automatic_choices[key]
 
 
 def _relative_difference(actual: Tensor, expected: Tensor) -> float:
