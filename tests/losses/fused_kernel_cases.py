@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from contrastkit._triton import tl, triton
 from contrastkit.losses import clip_loss, fused, info_nce, moco_info_nce, sigmoid_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -27,10 +28,15 @@ CASES = {
     "three views, cosine": (3, 30, 20, 0, 0.1, "cosine", torch.float32),
     "four views and a queue": (4, 17, 40, 13, 0.2, "cosine", torch.float32),
     "several tiles each way": (2, 70, 33, 0, 0.07, "cosine", torch.float32),
+    # Batches wider than a tile: most tiles hold no positive and take the kernels' unmasked branch,
+    # with the anchors as columns (one backward kernel) and with a queue (two).
+    "tiles without positives": (2, 200, 16, 0, 0.1, "dot", torch.float32),
+    "tiles without positives, a queue": (3, 90, 16, 70, 0.2, "cosine", torch.float32),
     # Unit rows rounded to the dtype, compared on dot similarity: the kernel's own error, not
     # the rounding of rows it normalised in float32 and handed on in 16 bits.
     "bfloat16": (2, 40, 32, 9, 0.1, "dot", torch.bfloat16),
     "float16": (2, 40, 32, 9, 0.1, "dot", torch.float16),
+    "bfloat16, tiles without positives": (2, 300, 64, 0, 0.1, "dot", torch.bfloat16),
 }
 
 
@@ -145,9 +151,14 @@ PAIRED_CASES = {
 }
 
 
+# Samples per process in the gathered case: 2 views x 40 = 80 anchors a process, so the columns
+# of rank 1's anchors start at 80, inside a 64-column tile.
+PER_PROCESS = 40
+
+
 def distributed_worker(rank, world, inputs, expected, moco_expected):
-    shard = slice(rank * 6, (rank + 1) * 6)
-    # MoCo v3 against every process's keys: query i of rank r has key 6r + i.
+    shard = slice(rank * PER_PROCESS, (rank + 1) * PER_PROCESS)
+    # MoCo v3 against every process's keys: query i of rank r has key PER_PROCESS * r + i.
     queries = inputs[0][shard].clone().float().requires_grad_()
     moco = moco_info_nce(queries, inputs[1][shard].float(), temperature=0.2, gather_across_processes=True, fused=True)
     moco_grad, = torch.autograd.grad(moco, [queries])
@@ -167,7 +178,7 @@ def distributed_worker(rank, world, inputs, expected, moco_expected):
 
 def run_distributed():
     generator = torch.Generator().manual_seed(7)
-    inputs = [torch.randn(12, 10, generator=generator).float().double() for _ in range(2)]
+    inputs = [torch.randn(2 * PER_PROCESS, 10, generator=generator).float().double() for _ in range(2)]
     views = [tensor.clone().requires_grad_() for tensor in inputs]
     loss = info_nce(*views, temperature=0.2, tiled=False)
     expected = [loss.detach(), *torch.autograd.grad(loss, views)]
@@ -177,6 +188,59 @@ def run_distributed():
     with tempfile.TemporaryDirectory() as folder:
         run_in_process_group(Path(folder), distributed_worker, inputs, expected, moco_expected)
     return {"value": 0.0, "grad": 0.0, "grad_rounding_floor": 0.0}
+
+
+@triton.jit
+def tile_rule_kernel(NEEDS_MASK, num_columns, self_offset, batch, num_anchors, BLOCK_M: tl.constexpr,
+                     BLOCK_N: tl.constexpr, PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
+    row_tile, column_tile = tl.program_id(0), tl.program_id(1)
+    needs_mask = fused._tile_needs_mask(row_tile * BLOCK_M, column_tile * BLOCK_N, num_columns, self_offset, batch,
+                                        num_anchors, BLOCK_M, BLOCK_N, PAIRED, DROP_OTHERS)
+    tl.store(NEEDS_MASK + row_tile * tl.num_programs(1) + column_tile, needs_mask.to(tl.int32))
+
+
+def masked_entries(num_anchors, num_columns, self_offset, batch, paired, drop_others):
+    """Brute force: which (anchor, column) entries are dropped, positive or past the last column,
+    as fused._mask_tile defines them, for every anchor that exists and columns up to a tile past
+    the end."""
+    anchors = torch.arange(num_anchors)[:, None]
+    columns = torch.arange(num_columns + 64)[None, :]
+    relative = columns - self_offset - anchors
+    in_block = (columns >= self_offset) & (columns < self_offset + num_anchors)
+    if paired:
+        special = (relative == 0) | (in_block & drop_others)
+    else:
+        special = in_block & (relative % batch == 0)
+    return special | (columns >= num_columns)
+
+
+def run_tile_rule():
+    """The kernels skip the masks on tiles fused._tile_needs_mask calls plain: it must never call a
+    tile plain that holds a dropped, positive or out-of-range entry (checked against brute force
+    for InfoNCE on one or several processes, with a queue, CLIP, MoCo v2), and it should mask few
+    tiles where the batch is wide. Reports the largest share of tiles masked in the wide case."""
+    block = 64
+    layouts = [  # (anchors, columns, self_offset, batch, paired, drop_others)
+        (2 * 300, 2 * 300, 0, 300, False, False), (3 * 70, 3 * 70 + 50, 0, 70, False, False),
+        (2 * 100, 4 * 200, 2 * 200, 100, False, False), (2 * 40, 3 * 80, 80, 40, False, False),
+        (130, 130, 0, 130, True, False), (50, 3 * 50, 100, 50, True, False), (30, 100, 0, 30, True, True),
+        (2 * 2048, 2 * 2048, 0, 2048, False, False),
+    ]
+    wide_share = 0.0
+    for num_anchors, num_columns, self_offset, batch, paired, drop_others in layouts:
+        row_tiles, column_tiles = triton.cdiv(num_anchors, block), triton.cdiv(num_columns, block)
+        needs_mask = torch.zeros(row_tiles, column_tiles, dtype=torch.int32)
+        tile_rule_kernel[(row_tiles, column_tiles)](needs_mask, num_columns, self_offset, batch, num_anchors,
+                                                    BLOCK_M=block, BLOCK_N=block, PAIRED=paired,
+                                                    DROP_OTHERS=drop_others)
+        special = masked_entries(num_anchors, num_columns, self_offset, batch, paired, drop_others)
+        for i in range(row_tiles):
+            for j in range(column_tiles):
+                tile = special[i * block:(i + 1) * block, j * block:(j + 1) * block]
+                assert needs_mask[i, j] or not tile.any(), (num_anchors, num_columns, self_offset, batch, i, j)
+        if num_anchors == 2 * 2048:
+            wide_share = needs_mask.float().mean().item()
+    return {"value": 0.0, "grad": 0.0, "grad_rounding_floor": 0.0, "wide_masked_share": wide_share}
 
 
 def run_first_call_check():
@@ -211,4 +275,5 @@ if __name__ == "__main__":
     report.update({name: run_paired_case(*case) for name, case in PAIRED_CASES.items()})
     report["two processes, gathered"] = run_distributed()
     report["first-call check"] = run_first_call_check()
+    report["tile rule"] = run_tile_rule()
     print(json.dumps(report))

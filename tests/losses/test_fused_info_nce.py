@@ -36,13 +36,15 @@ def report():
 
 
 @pytest.mark.parametrize("case", ["two views, uneven tile and dim", "three views, cosine", "four views and a queue",
-                                  "several tiles each way", "clip, uneven", "clip, several tiles", "moco v3",
+                                  "several tiles each way", "tiles without positives",
+                                  "tiles without positives, a queue", "clip, uneven", "clip, several tiles", "moco v3",
                                   "moco v2 with a queue"])
 def test_float32_values_and_gradients_match_float64(report, case):
     assert report[case]["value"] <= 1e-5 and report[case]["grad"] <= 1e-5, report[case]
 
 
-@pytest.mark.parametrize("case", ["bfloat16", "float16", "clip, bfloat16", "siglip, bfloat16"])
+@pytest.mark.parametrize("case", ["bfloat16", "bfloat16, tiles without positives", "float16", "clip, bfloat16",
+                                  "siglip, bfloat16"])
 def test_16_bit_inputs_lose_no_more_than_their_own_rounding(report, case):
     # Products are exact and sums float32, so the loss is as exact as for float32 inputs. The
     # gradients come back in the inputs' dtype, whose rounding alone (the floor) dominates, twice
@@ -54,7 +56,8 @@ def test_16_bit_inputs_lose_no_more_than_their_own_rounding(report, case):
     assert errors["grad"] <= 3 * errors["grad_rounding_floor"], errors
 
 
-@pytest.mark.parametrize("case", ["bfloat16", "float16", "clip, bfloat16", "siglip, bfloat16"])
+@pytest.mark.parametrize("case", ["bfloat16", "bfloat16, tiles without positives", "float16", "clip, bfloat16",
+                                  "siglip, bfloat16"])
 def test_16_bit_gradients_are_no_worse_than_the_textbook_loss_in_that_dtype(report, case):
     # The same inputs through the loss as usually written in torch in the 16-bit dtype (logits and
     # softmax in it), both against float64.
@@ -69,6 +72,12 @@ def test_tf32_products_run_through_every_kernel(report):
 
 def test_gathered_across_two_processes_equals_one_process(report):
     assert "two processes, gathered" in report  # the case raises in its workers on a mismatch
+
+
+def test_tiles_called_plain_hold_no_dropped_positive_or_missing_column(report):
+    # The case raises if a tile the kernels leave unmasked holds one; where the batch spans many
+    # tiles (2 x 2,048 rows, 64 x 64 tiles), only the tiles on the diagonals are masked.
+    assert report["tile rule"]["wide_masked_share"] <= 0.05, report["tile rule"]
 
 
 def test_the_first_call_check_passes_the_real_kernels(report):

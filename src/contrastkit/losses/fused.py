@@ -12,11 +12,16 @@ SigLIP sums softplus(-z_ac (s q_a . c_c + b)) with z = +1 on the pair's column a
 
 Forward: one program per block of anchor rows walks the columns block by block, keeping each
 row's running max, rescaled sum of exponentials and sum of positive logits in registers (as flash
-attention does); it writes only the per-row log-sum-exp and positive sum. Backward recomputes the
-logits tile by tile, with the weights W_ac = g (P_ac - [c in P(a)] / |P(a)|): one kernel
-accumulates dq_a = s * sum_c W_ac c_c per block of anchors, another dc_c = s * sum_a W_ac q_a per
-block of columns, so no process-wide atomics and no N x N matrix. The softmax part runs through
-the tiles; the targets, the positives' rows, are gathered and subtracted once, in float32.
+attention does, in base 2: the scale carries log2 e); it writes only the per-row log-sum-exp and
+positive sum. Only the few tiles that hold a dropped, positive or missing column compute masks
+(:func:`_tile_needs_mask`). Backward recomputes the logits tile by tile, with the weights
+W_ac = g (P_ac - [c in P(a)] / |P(a)|): one kernel accumulates dq_a = s * sum_c W_ac c_c per block
+of anchors, another dc_c = s * sum_a W_ac q_a per block of columns, so no process-wide atomics and
+no N x N matrix. Where the columns are the anchors (InfoNCE on one process, no queue) the logits
+are symmetric, and one kernel computes the whole gradient with two products per tile (the logits
+and the weighted sum) where those two kernels take four (:func:`_symmetric_grad_kernel`). The
+softmax part runs through the tiles; the targets, the positives' rows, are gathered and
+subtracted once, in float32.
 
 Inputs may be float32, bfloat16 or float16, and every product is accumulated in float32. 16-bit
 inputs take 16-bit products on tensor cores, forward and backward (the backward's probabilities
@@ -30,6 +35,7 @@ free memory (:func:`kernels_preferred`).
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import Callable
@@ -197,8 +203,8 @@ def _round_to_bfloat16(values):
 def _weighted_sum(weights, x, DOT: tl.constexpr, ROUND_WEIGHTS: tl.constexpr):
     """weights @ x accumulated in float32. With ROUND_WEIGHTS (16-bit inputs) the float32 weights
     are rounded to x's dtype first, so that the product runs on tensor cores, as FlashAttention's
-    backward does with its probabilities: the weights are probabilities in [0, 1] (the targets are
-    subtracted apart), so each loses at most 2^-9 of itself in bfloat16."""
+    backward does with its probabilities: the weights are probabilities in [0, 1], or sums of two
+    (the targets are subtracted apart), so each loses at most 2^-9 of itself in bfloat16."""
     if ROUND_WEIGHTS and DOT == "ieee":
         weights = _round_to_bfloat16(weights)  # bfloat16 rows under the interpreter (see _dot_mode)
     elif ROUND_WEIGHTS:
@@ -211,15 +217,47 @@ def _weighted_sum(weights, x, DOT: tl.constexpr, ROUND_WEIGHTS: tl.constexpr):
 
 
 @jit
-def _logits_tile(q, c, rows, columns, row_ok, column_ok, scale, self_offset, batch, num_anchors,
-                 DOT: tl.constexpr, PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
-    """The tile's logits, dropped entries at -inf, and its positive and kept masks.
+def _base2(scale):
+    """The logit scale times log2(e): the kernels exponentiate in base 2, as FlashAttention does,
+    so that exp2 takes the scaled product as it is, with no multiply of its own."""
+    return scale * 1.4426950408889634
+
+
+@jit
+def _tile_needs_mask(row_start, column_start, num_columns, self_offset, batch, num_anchors, BLOCK_M: tl.constexpr,
+                     BLOCK_N: tl.constexpr, PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
+    """Whether the tile of BLOCK_M anchors from ``row_start`` and BLOCK_N columns from
+    ``column_start`` may hold a dropped, positive or out-of-range column (see :func:`_mask_tile`);
+    a scalar, so the other tiles, all but a few per row of tiles, skip the masks' arithmetic.
+    Anchors past the end need no mask: their rows are zero, never stored, and add nothing to the
+    columns' gradients. It may answer True for a tile that needs none, never False for one that does."""
+    past_end = column_start + BLOCK_N > num_columns
+    overlaps_block = (column_start < self_offset + num_anchors) & (column_start + BLOCK_N > self_offset)
+    # The tile's range of relative = column - self_offset - anchor.
+    lowest = column_start - self_offset - (row_start + BLOCK_M - 1)
+    highest = column_start + BLOCK_N - 1 - self_offset - row_start
+    if PAIRED:
+        on_diagonal = (lowest <= 0) & (highest >= 0)
+        if DROP_OTHERS:
+            return past_end | overlaps_block
+        return past_end | on_diagonal
+    # Views mode: a multiple of ``batch`` in [lowest, highest]. Shifted by a multiple of ``batch``
+    # that makes both ends non-negative (|relative| < num_anchors + BLOCK_M + BLOCK_N where the tile
+    # overlaps the block), so that integer division rounds as floor does.
+    shift = batch * ((num_anchors + BLOCK_M + BLOCK_N) // batch + 1)
+    holds_multiple = (highest + shift) // batch >= (lowest + shift + batch - 1) // batch
+    return past_end | (overlaps_block & holds_multiple)
+
+
+@jit
+def _mask_tile(logits, rows, columns, row_ok, column_ok, self_offset, batch, num_anchors, PAIRED: tl.constexpr,
+               DROP_OTHERS: tl.constexpr):
+    """The tile's logits with dropped entries at -inf, and its positive and kept masks.
 
     Views mode (InfoNCE): anchor a is column self_offset + a and is dropped; its positives are the
     columns of the anchor block whose index differs from a by a multiple of ``batch``. Paired mode
     (CLIP, MoCo): anchor a's one positive is column self_offset + a and nothing is dropped, or with
     DROP_OTHERS every other column of that block (MoCo v2: the other keys are not negatives)."""
-    logits = _dots(q, c, DOT) * scale
     relative = columns[None, :] - self_offset - rows[:, None]
     in_anchor_block = (columns[None, :] >= self_offset) & (columns[None, :] < self_offset + num_anchors)
     if PAIRED:
@@ -243,43 +281,55 @@ def _load_tile(POINTER, index, index_ok, dims, dim_ok, stride):
 
 
 @jit
-def _forward_kernel(Q, C, LSE, POSITIVE, SCALE, num_anchors, num_columns, dim, stride_q, stride_c, self_offset,
+def _forward_kernel(Q, C, LSE2, POSITIVE2, SCALE, num_anchors, num_columns, dim, stride_q, stride_c, self_offset,
                     batch, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                     DOT: tl.constexpr, PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    """Per anchor row, in base 2 (logits times log2 e, so that exp2 needs no multiply of its own,
+    as FlashAttention does): log2 of the sum of 2^logit over the kept columns, and the sum of the
+    positives' logits."""
+    row_start = tl.program_id(0) * BLOCK_M
+    rows = row_start + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
     row_ok = rows < num_anchors
     dim_ok = dims < dim
     q = _load_tile(Q, rows, row_ok, dims, dim_ok, stride_q)
-    scale = tl.load(SCALE)
-    # A finite "minus infinity" to start from: exp(-1e30 - m) is 0, never NaN.
+    scale2 = _base2(tl.load(SCALE))
+    # A finite "minus infinity" to start from: exp2(-1e30 - m) is 0, never NaN.
     running_max = tl.full([BLOCK_M], -1.0e30, tl.float32)
     running_sum = tl.zeros([BLOCK_M], tl.float32)
     positive_sum = tl.zeros([BLOCK_M], tl.float32)
-    for start in range(0, num_columns, BLOCK_N):
-        columns = start + tl.arange(0, BLOCK_N)
+    for column_start in range(0, num_columns, BLOCK_N):
+        columns = column_start + tl.arange(0, BLOCK_N)
         column_ok = columns < num_columns
         c = _load_tile(C, columns, column_ok, dims, dim_ok, stride_c)
-        logits, positive, valid = _logits_tile(q, c, rows, columns, row_ok, column_ok, scale, self_offset, batch,
-                                               num_anchors, DOT, PAIRED, DROP_OTHERS)
-        positive_sum += tl.sum(tl.where(positive, logits, 0.0), 1)
+        logits = _dots(q, c, DOT) * scale2
+        if _tile_needs_mask(row_start, column_start, num_columns, self_offset, batch, num_anchors, BLOCK_M, BLOCK_N,
+                            PAIRED, DROP_OTHERS):
+            logits, positive, _ = _mask_tile(logits, rows, columns, row_ok, column_ok, self_offset, batch,
+                                             num_anchors, PAIRED, DROP_OTHERS)
+            positive_sum += tl.sum(tl.where(positive, logits, 0.0), 1)
         new_max = tl.maximum(running_max, tl.max(logits, 1))
-        running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(logits - new_max[:, None]), 1)
+        running_sum = running_sum * tl.exp2(running_max - new_max) + tl.sum(tl.exp2(logits - new_max[:, None]), 1)
         running_max = new_max
     # Rows past the end hold no sum; 1 keeps their (unstored) log finite.
-    tl.store(LSE + rows, running_max + tl.log(tl.where(row_ok, running_sum, 1.0)), mask=row_ok)
-    tl.store(POSITIVE + rows, positive_sum, mask=row_ok)
+    tl.store(LSE2 + rows, running_max + tl.log2(tl.where(row_ok, running_sum, 1.0)), mask=row_ok)
+    tl.store(POSITIVE2 + rows, positive_sum, mask=row_ok)
 
 
 @jit
-def _softmax_tile(q, c, lse, rows, columns, row_ok, column_ok, num_anchors, scale, self_offset, batch,
-                  DOT: tl.constexpr, PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
+def _softmax_tile(q, c, lse2, rows, columns, row_ok, column_ok, row_start, column_start, num_anchors, num_columns,
+                  scale2, self_offset, batch, DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                  PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
     """A tile's softmax P_ac, 0 where the logit is dropped. The weights are W = g (P - T); the
     targets T, whose rounding would cost the most (P - 1 near -1 on a positive), are subtracted
     apart and exactly (:func:`_anchor_targets`, :func:`_column_targets`), and g at the end."""
-    logits, _, valid = _logits_tile(q, c, rows, columns, row_ok, column_ok, scale, self_offset, batch,
-                                    num_anchors, DOT, PAIRED, DROP_OTHERS)
-    return tl.where(valid, tl.exp(logits - lse[:, None]), 0.0)
+    probabilities = tl.exp2(_dots(q, c, DOT) * scale2 - lse2[:, None])
+    if _tile_needs_mask(row_start, column_start, num_columns, self_offset, batch, num_anchors, BLOCK_M, BLOCK_N,
+                        PAIRED, DROP_OTHERS):
+        _, _, valid = _mask_tile(probabilities, rows, columns, row_ok, column_ok, self_offset, batch, num_anchors,
+                                 PAIRED, DROP_OTHERS)
+        probabilities = tl.where(valid, probabilities, 0.0)
+    return probabilities
 
 
 @jit
@@ -314,25 +364,27 @@ def _column_targets(Q, columns, column_ok, dims, dim_ok, stride_q, num_anchors, 
 
 
 @jit
-def _anchor_grad_kernel(Q, C, LSE, GRAD, DQ, SCALE, num_anchors, num_columns, dim, stride_q, stride_c, stride_dq,
+def _anchor_grad_kernel(Q, C, LSE2, GRAD, DQ, SCALE, num_anchors, num_columns, dim, stride_q, stride_c, stride_dq,
                         self_offset, batch, num_positives, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                         BLOCK_D: tl.constexpr, DOT: tl.constexpr, ROUND_WEIGHTS: tl.constexpr,
                         PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
     """dq_a = s * sum_c W_ac c_c for one block of anchors (loaded once, the columns streamed)."""
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_start = tl.program_id(0) * BLOCK_M
+    rows = row_start + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
     row_ok = rows < num_anchors
     dim_ok = dims < dim
     q = _load_tile(Q, rows, row_ok, dims, dim_ok, stride_q)
-    lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
+    lse2 = tl.load(LSE2 + rows, mask=row_ok, other=0.0)
     grad, scale = tl.load(GRAD), tl.load(SCALE)
     accumulated = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    for start in range(0, num_columns, BLOCK_N):
-        columns = start + tl.arange(0, BLOCK_N)
+    for column_start in range(0, num_columns, BLOCK_N):
+        columns = column_start + tl.arange(0, BLOCK_N)
         column_ok = columns < num_columns
         c = _load_tile(C, columns, column_ok, dims, dim_ok, stride_c)
-        weights = _softmax_tile(q, c, lse, rows, columns, row_ok, column_ok, num_anchors, scale, self_offset, batch,
-                                DOT, PAIRED, DROP_OTHERS)
+        weights = _softmax_tile(q, c, lse2, rows, columns, row_ok, column_ok, row_start, column_start, num_anchors,
+                                num_columns, _base2(scale), self_offset, batch, DOT, BLOCK_M, BLOCK_N, PAIRED,
+                                DROP_OTHERS)
         accumulated += _weighted_sum(weights, c, DOT, ROUND_WEIGHTS)
     accumulated -= _anchor_targets(C, rows, row_ok, dims, dim_ok, stride_c, num_anchors, self_offset, batch,
                                    num_positives, PAIRED)
@@ -341,30 +393,68 @@ def _anchor_grad_kernel(Q, C, LSE, GRAD, DQ, SCALE, num_anchors, num_columns, di
 
 
 @jit
-def _column_grad_kernel(Q, C, LSE, GRAD, DC, SCALE, num_anchors, num_columns, dim, stride_q, stride_c, stride_dc,
+def _column_grad_kernel(Q, C, LSE2, GRAD, DC, SCALE, num_anchors, num_columns, dim, stride_q, stride_c, stride_dc,
                         self_offset, batch, num_positives, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                         BLOCK_D: tl.constexpr, DOT: tl.constexpr, ROUND_WEIGHTS: tl.constexpr,
                         PAIRED: tl.constexpr, DROP_OTHERS: tl.constexpr):
     """dc_c = s * sum_a W_ac q_a for one block of columns (loaded once, the anchors streamed)."""
-    columns = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    column_start = tl.program_id(0) * BLOCK_N
+    columns = column_start + tl.arange(0, BLOCK_N)
     dims = tl.arange(0, BLOCK_D)
     column_ok = columns < num_columns
     dim_ok = dims < dim
     c = _load_tile(C, columns, column_ok, dims, dim_ok, stride_c)
     grad, scale = tl.load(GRAD), tl.load(SCALE)
     accumulated = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-    for start in range(0, num_anchors, BLOCK_M):
-        rows = start + tl.arange(0, BLOCK_M)
+    for row_start in range(0, num_anchors, BLOCK_M):
+        rows = row_start + tl.arange(0, BLOCK_M)
         row_ok = rows < num_anchors
         q = _load_tile(Q, rows, row_ok, dims, dim_ok, stride_q)
-        lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
-        weights = _softmax_tile(q, c, lse, rows, columns, row_ok, column_ok, num_anchors, scale, self_offset, batch,
-                                DOT, PAIRED, DROP_OTHERS)
+        lse2 = tl.load(LSE2 + rows, mask=row_ok, other=0.0)
+        weights = _softmax_tile(q, c, lse2, rows, columns, row_ok, column_ok, row_start, column_start, num_anchors,
+                                num_columns, _base2(scale), self_offset, batch, DOT, BLOCK_M, BLOCK_N, PAIRED,
+                                DROP_OTHERS)
         accumulated += _weighted_sum(tl.trans(weights), q, DOT, ROUND_WEIGHTS)
     accumulated -= _column_targets(Q, columns, column_ok, dims, dim_ok, stride_q, num_anchors, self_offset, batch,
                                    num_positives, PAIRED)
     tl.store(DC + columns[:, None] * stride_dc + dims[None, :], (accumulated * (grad * scale)).to(DC.dtype.element_ty),
              mask=column_ok[:, None] & dim_ok[None, :])
+
+
+@jit
+def _symmetric_grad_kernel(Z, LSE2, GRAD, DZ, SCALE, num_rows, dim, stride_z, stride_dz, batch, num_positives,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, DOT: tl.constexpr,
+                           ROUND_WEIGHTS: tl.constexpr):
+    """InfoNCE's whole gradient where the columns are the anchors themselves (one process, no extra
+    negatives): the logits are symmetric, l_ij = l_ji, and so are the masks, so row i's gradient,
+    the sum of its part as an anchor and as a column, is dz_i = s * sum_j (P_ij + P_ji - 2 T_ij) z_j
+    with P_ji = 2^(l_ij - lse_j). One pass over the columns per block of rows: one logits product
+    and one weighted sum per tile, where an anchor kernel and a column kernel take two each."""
+    row_start = tl.program_id(0) * BLOCK_M
+    rows = row_start + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, BLOCK_D)
+    row_ok = rows < num_rows
+    dim_ok = dims < dim
+    z = _load_tile(Z, rows, row_ok, dims, dim_ok, stride_z)
+    row_lse2 = tl.load(LSE2 + rows, mask=row_ok, other=0.0)
+    grad, scale = tl.load(GRAD), tl.load(SCALE)
+    scale2 = _base2(scale)
+    accumulated = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    for column_start in range(0, num_rows, BLOCK_N):
+        columns = column_start + tl.arange(0, BLOCK_N)
+        column_ok = columns < num_rows
+        c = _load_tile(Z, columns, column_ok, dims, dim_ok, stride_z)
+        column_lse2 = tl.load(LSE2 + columns, mask=column_ok, other=0.0)
+        logits = _dots(z, c, DOT) * scale2
+        weights = tl.exp2(logits - row_lse2[:, None]) + tl.exp2(logits - column_lse2[None, :])
+        if _tile_needs_mask(row_start, column_start, num_rows, 0, batch, num_rows, BLOCK_M, BLOCK_N, False, False):
+            _, _, valid = _mask_tile(logits, rows, columns, row_ok, column_ok, 0, batch, num_rows, False, False)
+            weights = tl.where(valid, weights, 0.0)
+        accumulated += _weighted_sum(weights, c, DOT, ROUND_WEIGHTS)
+    accumulated -= 2.0 * _anchor_targets(Z, rows, row_ok, dims, dim_ok, stride_z, num_rows, 0, batch, num_positives,
+                                         False)
+    tl.store(DZ + rows[:, None] * stride_dz + dims[None, :], (accumulated * (grad * scale)).to(DZ.dtype.element_ty),
+             mask=row_ok[:, None] & dim_ok[None, :])
 
 
 @jit
@@ -478,18 +568,21 @@ def _block_dim(dim: int) -> int:
 
 
 # Tiles (BLOCK_M anchor rows x BLOCK_N columns), warps and software-pipeline stages of each kernel
-# (forward, row_grad, column_grad). For 16-bit rows of up to 128 dims, 64 x 64 with 4 warps and 3
-# stages was the fastest of six configurations for each kernel on an H200, or within 1.3% of it
-# (InfoNCE, 16,384 pairs, d=128; 128-row and 128-column tiles were 4% to 76% slower:
-# benchmarks/RESULTS.md); float32 or wider rows take 2 stages, which fit any GPU's shared memory.
+# (forward, row_grad, column_grad, symmetric_grad). For 16-bit rows of up to 128 dims, 64 x 64 with
+# 4 warps and 3 stages was the fastest of six configurations for the first three on an H200, or
+# within 1.3% of it (InfoNCE, 16,384 pairs, d=128; 128-row and 128-column tiles were 4% to 76%
+# slower: benchmarks/RESULTS.md). symmetric_grad, which came after, takes row_grad's until measured
+# (benchmarks/loss_kernel_tiles.py). float32 or wider rows take 2 stages, which fit any GPU's
+# shared memory.
 LAUNCH_16_BIT: dict[str, dict[str, int]] = {
-    kernel: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3) for kernel in ("forward", "row_grad", "column_grad")
+    kernel: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)
+    for kernel in ("forward", "row_grad", "column_grad", "symmetric_grad")
 }
 LAUNCH_WIDE: dict[str, int] = dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)
 
 
 def _launch(kernel: str, rows: Tensor) -> dict[str, int]:
-    """The tile sizes, warps and stages of ``kernel`` (forward, row_grad, column_grad) for ``rows``."""
+    """The tile sizes, warps and stages of ``kernel`` (a key of LAUNCH_16_BIT) for ``rows``."""
     if rows.element_size() == 2 and rows.shape[1] <= 128:
         return LAUNCH_16_BIT[kernel]
     return LAUNCH_WIDE
@@ -497,47 +590,65 @@ def _launch(kernel: str, rows: Tensor) -> dict[str, int]:
 
 class _FusedContrast(torch.autograd.Function):
     """mean_a CE_a of anchors against columns at logit scale ``scale`` (a 1-element float32 tensor,
-    differentiable); see :func:`_logits_tile` for the two modes."""
+    differentiable); see :func:`_mask_tile` for the two modes. ``symmetric``: the columns are the
+    anchors themselves (InfoNCE on one process without extra negatives), whose whole gradient one
+    kernel computes (:func:`_symmetric_grad_kernel`), returned as the anchors'."""
 
     @staticmethod
     def forward(ctx, anchors: Tensor, columns: Tensor, scale: Tensor, self_offset: int, batch: int,
-                positives_per_anchor: int, paired: bool, drop_others: bool) -> Tensor:
-        anchors, columns = anchors.contiguous(), columns.contiguous()
+                positives_per_anchor: int, paired: bool, drop_others: bool, symmetric: bool) -> Tensor:
+        anchors = anchors.contiguous()
+        columns = anchors if symmetric else columns.contiguous()
         scale = scale.detach().float().reshape(1).contiguous()
         num_anchors, dim = anchors.shape
-        lse = torch.empty(num_anchors, dtype=torch.float32, device=anchors.device)
-        positive = torch.empty_like(lse)
+        # Per anchor, in base 2 (see _forward_kernel): log2-sum-exp2 and the positives' logit sum.
+        lse2 = torch.empty(num_anchors, dtype=torch.float32, device=anchors.device)
+        positive2 = torch.empty_like(lse2)
         ctx.modes = dict(BLOCK_D=_block_dim(dim), DOT=_dot_mode(anchors), PAIRED=paired, DROP_OTHERS=drop_others)
         launch = _launch("forward", anchors)
         _forward_kernel[(triton.cdiv(num_anchors, launch["BLOCK_M"]),)](
-            anchors, columns, lse, positive, scale, num_anchors, columns.shape[0], dim, anchors.stride(0),
+            anchors, columns, lse2, positive2, scale, num_anchors, columns.shape[0], dim, anchors.stride(0),
             columns.stride(0), self_offset, batch, **launch, **ctx.modes)
-        ctx.save_for_backward(anchors, columns, lse, scale)
+        ctx.save_for_backward(anchors, columns, lse2, scale)
         ctx.settings = (self_offset, batch, positives_per_anchor)
-        return (lse - positive / positives_per_anchor).mean()
+        ctx.symmetric = symmetric
+        return (lse2 - positive2 / positives_per_anchor).mean() * math.log(2.0)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
-        anchors, columns, lse, scale = ctx.saved_tensors
+        anchors, columns, lse2, scale = ctx.saved_tensors
         num_anchors, dim = anchors.shape
         # d loss / d CE_a, as a device tensor: reading it on the host would be a sync.
         grad = (grad_loss.float() / num_anchors).reshape(1).contiguous()
-        d_anchors, d_columns = torch.empty_like(anchors), torch.empty_like(columns)
-        arguments = (anchors, columns, lse, grad)
-        sizes = (num_anchors, columns.shape[0], dim, anchors.stride(0), columns.stride(0))
-        modes = dict(ctx.modes, ROUND_WEIGHTS=anchors.element_size() == 2)
-        launch = _launch("row_grad", anchors)
-        _anchor_grad_kernel[(triton.cdiv(num_anchors, launch["BLOCK_M"]),)](
-            *arguments, d_anchors, scale, *sizes, d_anchors.stride(0), *ctx.settings, **launch, **modes)
-        launch = _launch("column_grad", anchors)
-        _column_grad_kernel[(triton.cdiv(columns.shape[0], launch["BLOCK_N"]),)](
-            *arguments, d_columns, scale, *sizes, d_columns.stride(0), *ctx.settings, **launch, **modes)
+        rounding = dict(ROUND_WEIGHTS=anchors.element_size() == 2)
+        self_offset, batch, num_positives = ctx.settings
+        d_columns = None
+        if ctx.symmetric:
+            d_anchors = torch.empty_like(anchors)
+            launch = _launch("symmetric_grad", anchors)
+            _symmetric_grad_kernel[(triton.cdiv(num_anchors, launch["BLOCK_M"]),)](
+                anchors, lse2, grad, d_anchors, scale, num_anchors, dim, anchors.stride(0), d_anchors.stride(0), batch,
+                num_positives, BLOCK_D=ctx.modes["BLOCK_D"], DOT=ctx.modes["DOT"], **launch, **rounding)
+        else:
+            d_anchors, d_columns = torch.empty_like(anchors), torch.empty_like(columns)
+            arguments = (anchors, columns, lse2, grad)
+            sizes = (num_anchors, columns.shape[0], dim, anchors.stride(0), columns.stride(0))
+            launch = _launch("row_grad", anchors)
+            _anchor_grad_kernel[(triton.cdiv(num_anchors, launch["BLOCK_M"]),)](
+                *arguments, d_anchors, scale, *sizes, d_anchors.stride(0), *ctx.settings, **launch, **ctx.modes,
+                **rounding)
+            launch = _launch("column_grad", anchors)
+            _column_grad_kernel[(triton.cdiv(columns.shape[0], launch["BLOCK_N"]),)](
+                *arguments, d_columns, scale, *sizes, d_columns.stride(0), *ctx.settings, **launch, **ctx.modes,
+                **rounding)
         d_scale = None
         if ctx.needs_input_grad[2]:
-            # The logits are s * q.c, so dL/ds = sum W_ac q_a.c_c = sum_a q_a . dq_a / s.
-            d_scale = ((d_anchors.float() * anchors.float()).sum() / scale[0]).reshape(1)
-        return d_anchors, d_columns, d_scale, None, None, None, None, None
+            # The logits are s * q.c, so dL/ds = sum W_ac q_a.c_c = sum_a q_a . dq_a / s, dq_a the
+            # anchor's part alone; the symmetric gradient holds both parts, each that sum once.
+            parts = 2.0 if ctx.symmetric else 1.0
+            d_scale = ((d_anchors.float() * anchors.float()).sum() / (parts * scale[0])).reshape(1)
+        return d_anchors, d_columns, d_scale, None, None, None, None, None, None
 
 
 def _check_fused(rows: Tensor, loss: str) -> None:
@@ -562,7 +673,7 @@ def fused_info_nce_from_rows(anchors: Tensor, rows: Tensor, extra: Tensor | None
     columns = rows if extra is None else torch.cat([rows, extra.to(rows.dtype)])
     scale = torch.full((1,), 1.0 / temperature, dtype=torch.float32, device=anchors.device)
     return _FusedContrast.apply(anchors, columns, scale, self_offset, anchors.shape[0] // num_views, num_views - 1,
-                                False, False)
+                                False, False, columns is anchors)
 
 
 def fused_paired_cross_entropy(anchors: Tensor, columns: Tensor, scale: Tensor, self_offset: int = 0, *,
@@ -573,7 +684,7 @@ def fused_paired_cross_entropy(anchors: Tensor, columns: Tensor, scale: Tensor, 
     out (MoCo v2: the batch's other keys are not its negatives, the queue after them is)."""
     _check_fused(anchors, "cross-entropy")
     return _FusedContrast.apply(anchors, columns.to(anchors.dtype), scale.reshape(1), self_offset, 1, 1, True,
-                                drop_others)
+                                drop_others, False)
 
 
 class _FusedSigmoid(torch.autograd.Function):
