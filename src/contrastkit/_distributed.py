@@ -6,6 +6,8 @@ under torchrun and in a plain Python process.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -115,3 +117,35 @@ def all_reduce_with_grad(tensor: Tensor) -> Tensor:
     if not is_distributed():
         return tensor
     return _AllReduceWithGrad.apply(tensor)
+
+
+def shuffle_order(size: int, step: Tensor) -> Tensor:
+    """A permutation of ``range(size)`` drawn from ``step`` (a 0-dim integer tensor) alone, on its
+    device: the same on every process without a broadcast, the same again when a resumed run
+    replays the step, and no host sync. The order of the indices' hashes (a 32-bit integer mixer
+    of index and step)."""
+    mixed = torch.arange(size, device=step.device, dtype=torch.int64) + step.to(torch.int64) * 0x9E3779B9
+    for _ in range(3):
+        mixed = ((mixed ^ (mixed >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+    return torch.argsort(mixed, stable=True)
+
+
+@torch.no_grad()
+def forward_shuffled(module: Callable[[Tensor], Tensor], batch: Tensor, step: Tensor) -> Tensor:
+    """``module(batch)``, computed on the batch shuffled, across processes where there are several,
+    and put back in order: MoCo's shuffling BN for its key encoder. Each process's batch norm (or
+    each group of a :class:`contrastkit.models.SplitBatchNorm` on one process) then normalises a
+    random share of the samples, so that a query and its key never share batch statistics, which
+    would let the model find the positive by them. Without gradients (keys are constants).
+
+    Args:
+        module: the key encoder.
+        batch: this process's inputs; the same number of rows on every process.
+        step: a 0-dim integer tensor the shuffle is drawn from (:func:`shuffle_order`), the same
+            on every process; a new value gives a new shuffle.
+    """
+    every_batch = gather_no_grad(batch)
+    order = shuffle_order(every_batch.shape[0], step)
+    rows = slice(rank() * batch.shape[0], (rank() + 1) * batch.shape[0])
+    outputs = gather_no_grad(module(every_batch[order[rows]]))  # in shuffled order
+    return outputs[torch.argsort(order)][rows]

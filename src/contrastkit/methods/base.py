@@ -67,15 +67,29 @@ def _concatenate(views: Sequence[View]) -> View:
     return {key: torch.cat([view[key] for view in views]) for key in views[0]}
 
 
-def forward_views(module: Callable[[Any], Tensor], views: Sequence[View]) -> list[Tensor]:
-    """``module`` applied to each view, running consecutive views of one shape as a single batch.
+def forward_views(module: Callable[[Any], Tensor], views: Sequence[View], *, together: bool = True) -> list[Tensor]:
+    """``module`` applied to each view, by default running consecutive views of one shape as a
+    single batch.
 
     A view is an image tensor or a dict of tensors (a tokenized text batch: ``input_ids``,
-    ``attention_mask``, ...). One forward pass per shape keeps batch-norm statistics shared across
-    the views (as the papers' implementations do) and feeds the device large batches; multi-crop's
-    global and local crops form two groups, and SimCSE's two copies of a sentence batch go through
-    together with their own dropout masks.
+    ``attention_mask``, ...). Which of the two a method takes is what its reference code does, and
+    it matters wherever the module has batch norm: its statistics are those of the batch it sees.
+
+    Args:
+        module: the encoder (backbone and heads) to apply.
+        views: the views of one batch, each with the same samples in the same order.
+        together: run consecutive views of one shape as one batch, so batch norm normalises over
+            all of them (SimCLR's, SupCon's, SwAV's and DINO's reference code: multi-crop's global
+            and local crops form two groups), and feed the device larger batches; SimCSE's two
+            copies of a sentence batch go through together with their own dropout masks. False: one
+            pass per view, each normalised by its own statistics (the reference code of MoCo,
+            BYOL, SimSiam, Barlow Twins and VICReg).
+
+    Returns:
+        One output per view, in the views' order.
     """
+    if not together:
+        return [module(view) for view in views]
     outputs: list[Tensor] = []
     start = 0
     while start < len(views):
@@ -132,6 +146,9 @@ class Method(nn.Module):
       ``"image_text"``, ``"series"``; :mod:`contrastkit.modalities`);
     * ``sync_batchnorm``: whether, on several processes, batch norm should see the global batch
       by default (the papers that train with global batch norm);
+    * ``views_share_batch_norm``: whether the views of one shape go through the encoder as one
+      batch, batch norm normalising over all of them, or one pass per view, as the method's
+      reference code does (:func:`forward_views`); set it on an instance to train the other way;
     * ``default_options``: the method's own settings with their defaults (``method_options`` in a
       config), e.g. MoCo's queue size;
     * ``recipes``: config values filled in where the user left a key unset, under the key the
@@ -145,6 +162,7 @@ class Method(nn.Module):
     requires_labels: ClassVar[bool] = False
     modalities: ClassVar[tuple[str, ...]] = ("image",)
     sync_batchnorm: ClassVar[bool] = False
+    views_share_batch_norm: bool = True
     default_options: ClassVar[dict[str, Any]] = {}
     recipes: ClassVar[dict[str, dict[str, Any]]] = {"small": {}, "large": {}}
 
@@ -158,6 +176,11 @@ class Method(nn.Module):
                       validate: bool = True) -> dict[str, Tensor]:
         """Losses of one batch given its augmented views; ``"loss"`` is the one to minimise."""
         raise NotImplementedError
+
+    def encode_views(self, module: Callable[[Any], Tensor], views: Sequence[View]) -> list[Tensor]:
+        """``module`` on each view, as one batch per shape or one pass per view as
+        ``views_share_batch_norm`` says (:func:`forward_views`)."""
+        return forward_views(module, views, together=self.views_share_batch_norm)
 
     def on_step_start(self, progress: Progress) -> None:
         """Before the forward pass of an optimizer step."""

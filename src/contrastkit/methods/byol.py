@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit.losses.cosine import negative_cosine_similarity
-from contrastkit.methods.base import MomentumMethod, forward_views, require_two_views
+from contrastkit.methods.base import MomentumMethod, require_two_views
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import MLPHead
 from contrastkit.models.momentum import momentum_copy
@@ -37,6 +37,8 @@ class BYOL(MomentumMethod):
 
     default_options = {"predictor_hidden_dim": 4096, "ema_momentum": 0.99, "ema_momentum_final": 1.0}
     sync_batchnorm = True
+    # One pass per view, online and target network (deepmind-research byol/byol_experiment.py).
+    views_share_batch_norm = False
     recipes = {"small": dict(hidden_dim=4096, projection_dim=256, lr_per_256=0.12, weight_decay=5e-4),
                "large": dict(preset="byol_imagenet", hidden_dim=4096, projection_dim=256, optimizer="lars",
                              lr_per_256=0.2, weight_decay=1.5e-6, method_options=dict(ema_momentum=0.996))}
@@ -58,8 +60,8 @@ class BYOL(MomentumMethod):
     def training_step(self, views: Sequence[Tensor], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:
         require_two_views(views, "BYOL")
-        p_a, p_b = forward_views(lambda x: self.prediction_head(self.projection_head(self.backbone(x))), views)
+        p_a, p_b = self.encode_views(lambda x: self.prediction_head(self.projection_head(self.backbone(x))), views)
         with torch.no_grad():
-            z_a, z_b = forward_views(lambda x: self.target_head(self.target_backbone(x)), views)
+            z_a, z_b = self.encode_views(lambda x: self.target_head(self.target_backbone(x)), views)
         return {"loss": _symmetric_negative_cosine(p_a, p_b, z_a, z_b, validate)}
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from contrastkit.augment import MultiView
 from contrastkit.losses.dino import DINOLoss
-from contrastkit.methods.base import MomentumMethod, Progress, forward_views, with_local_crops
+from contrastkit.methods.base import MomentumMethod, Progress, with_local_crops
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import DINOHead
 from contrastkit.models.momentum import momentum_copy
@@ -89,9 +89,11 @@ class DINO(MomentumMethod):
 
     def training_step(self, views: Sequence[Tensor], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:
-        student = forward_views(lambda x: self.head(self.backbone(x)), views)
+        # The backbone takes the crops of each resolution as one batch and the head all the crops'
+        # features as one, as the reference's MultiCropWrapper does (facebookresearch/dino, utils.py).
+        student = self.encode_views(self.head, self.encode_views(self.backbone, views))
         with torch.no_grad():
-            teacher = forward_views(lambda x: self.teacher_head(self.teacher_backbone(x)), views[:2])
+            teacher = self.encode_views(self.teacher_head, self.encode_views(self.teacher_backbone, views[:2]))
         loss = self.criterion(student, teacher, teacher_temperature=self.current_teacher_temperature,
                               validate=validate)
         return {"loss": loss}

@@ -9,13 +9,17 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from contrastkit.losses.redundancy import BarlowTwinsLoss, VICRegLoss
-from contrastkit.methods.base import Method, forward_views, require_two_views
+from contrastkit.methods.base import Method, require_two_views
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import MLPHead
 
 
 class _Expander(Method):
     """Backbone plus a ``projector_layers``-deep BN-MLP projector, shared by Barlow Twins and VICReg."""
+
+    # One pass per view, as both references do (facebookresearch/barlowtwins main.py,
+    # facebookresearch/vicreg main_vicreg.py).
+    views_share_batch_norm = False
 
     def __init__(self, backbone: nn.Module, *, hidden_dim: int, projection_dim: int, projector_layers: int) -> None:
         super().__init__()
@@ -24,7 +28,7 @@ class _Expander(Method):
 
     def _embed(self, views: Sequence[Tensor], method: str) -> list[Tensor]:
         require_two_views(views, method)
-        return forward_views(lambda x: self.projection_head(self.backbone(x)), views)
+        return self.encode_views(lambda x: self.projection_head(self.backbone(x)), views)
 
 
 @register_method("barlow_twins")
@@ -39,7 +43,11 @@ class BarlowTwins(_Expander):
 
     default_options = {"lambda_offdiag": 5e-3, "projector_layers": 3}
     sync_batchnorm = True
-    recipes = {"small": dict(hidden_dim=2048, projection_dim=2048, lr_per_256=0.12, weight_decay=5e-4),
+    # CIFAR-size: lightly's CIFAR-10 benchmark (docs/source/getting_started/benchmarks/
+    # cifar10_benchmark.py): a 2-layer 512-2048-2048 projector; the paper's (ImageNet) is 3 layers
+    # of 8192.
+    recipes = {"small": dict(hidden_dim=2048, projection_dim=2048, lr_per_256=0.12, weight_decay=5e-4,
+                             method_options=dict(projector_layers=2)),
                "large": dict(preset="byol_imagenet", hidden_dim=8192, projection_dim=8192, optimizer="lars",
                              lr_per_256=0.2, weight_decay=1.5e-6)}
 

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 from torch import Tensor, nn
 
 from contrastkit.losses.info_nce import InfoNCELoss
-from contrastkit.methods.base import Method, forward_views
+from contrastkit.methods.base import Method
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import create_head
 
@@ -52,7 +52,7 @@ class SimCLR(Method):
     def training_step(self, views: Sequence[Any], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:
         """NT-Xent over all views (image tensors or token dicts); labels are not used."""
-        return {"loss": self.criterion(*forward_views(self.project, views), validate=validate)}
+        return {"loss": self.criterion(*self.encode_views(self.project, views), validate=validate)}
 
     @classmethod
     def from_config(cls, backbone: nn.Module, config: Any) -> "SimCLR":

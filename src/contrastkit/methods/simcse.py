@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from contrastkit.errors import ConfigError
 from contrastkit.losses.cosent import CoSENTLoss
 from contrastkit.losses.pairs import PairInfoNCELoss
-from contrastkit.methods.base import Method, forward_views
+from contrastkit.methods.base import Method
 from contrastkit.methods.registry import register_method
 from contrastkit.models.grad_cache import cached_embeddings
 from contrastkit.models.heads import create_head
@@ -50,7 +50,7 @@ class _SentenceMethod(Method):
 
         if self.grad_cache_chunk_size and torch.is_grad_enabled():
             return cached_embeddings(encode, list(views), chunk_size=self.grad_cache_chunk_size)
-        return forward_views(encode, views)
+        return self.encode_views(encode, views)
 
     @classmethod
     def _head(cls, backbone: nn.Module, config: Any) -> nn.Module:

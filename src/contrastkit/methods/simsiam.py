@@ -7,7 +7,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from contrastkit.methods.base import Method, forward_views, require_two_views
+from contrastkit.methods.base import Method, require_two_views
 from contrastkit.methods.byol import _symmetric_negative_cosine
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import MLPHead
@@ -27,6 +27,8 @@ class SimSiam(Method):
 
     default_options = {"predictor_hidden_dim": 512, "projector_layers": 3}
     sync_batchnorm = True
+    # One pass per view (facebookresearch/simsiam, simsiam/builder.py).
+    views_share_batch_norm = False
     recipes = {"small": dict(hidden_dim=2048, projection_dim=2048, lr_per_256=0.05, weight_decay=5e-4,
                              method_options=dict(projector_layers=2)),
                "large": dict(hidden_dim=2048, projection_dim=2048, lr_per_256=0.05, weight_decay=1e-4)}
@@ -42,7 +44,7 @@ class SimSiam(Method):
     def training_step(self, views: Sequence[Tensor], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:
         require_two_views(views, "SimSiam")
-        z_a, z_b = forward_views(lambda x: self.projection_head(self.backbone(x)), views)
-        p_a, p_b = self.prediction_head(z_a), self.prediction_head(z_b)
+        z_a, z_b = self.encode_views(lambda x: self.projection_head(self.backbone(x)), views)
+        p_a, p_b = self.encode_views(self.prediction_head, [z_a, z_b])
         return {"loss": _symmetric_negative_cosine(p_a, p_b, z_a, z_b, validate)}
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from contrastkit.errors import ConfigError
 from contrastkit.losses.supcon import SupConLoss
-from contrastkit.methods.base import Method, forward_views
+from contrastkit.methods.base import Method
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import create_head
 
@@ -46,7 +46,7 @@ class SupCon(Method):
         if labels is None:
             raise ConfigError("SupCon is supervised: training_step needs the batch's labels. For unlabeled "
                               "data use a self-supervised method such as simclr.")
-        return {"loss": self.criterion(*forward_views(self.project, views), labels=labels, validate=validate)}
+        return {"loss": self.criterion(*self.encode_views(self.project, views), labels=labels, validate=validate)}
 
     @classmethod
     def from_config(cls, backbone: nn.Module, config: Any) -> "SupCon":

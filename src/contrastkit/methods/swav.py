@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from contrastkit.augment import MultiView
 from contrastkit.losses.swav import SwAVLoss
-from contrastkit.methods.base import Method, Progress, forward_views, with_local_crops
+from contrastkit.methods.base import Method, Progress, with_local_crops
 from contrastkit.methods.registry import register_method
 from contrastkit.models.heads import MLPHead, Prototypes
 
@@ -65,7 +65,11 @@ class SwAV(Method):
 
     def training_step(self, views: Sequence[Tensor], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:
-        scores = forward_views(lambda x: self.prototypes(self.projection_head(self.backbone(x))), views)
+        # The backbone takes the crops of each resolution as one batch and the head all the crops'
+        # features as one, as the reference's multi-crop forward does (facebookresearch/swav,
+        # src/resnet50.py): the head's batch norm normalises over every crop.
+        features = self.encode_views(self.backbone, views)
+        scores = self.encode_views(lambda x: self.prototypes(self.projection_head(x)), features)
         return {"loss": self.criterion(scores, validate=validate)}
 
     @classmethod

@@ -7,9 +7,10 @@ from contrastkit.models.heads import HEADS, DINOHead, MLPHead, Prototypes, creat
 from contrastkit.models.memory import MemoryQueue
 from contrastkit.models.momentum import cosine_momentum, ema_update, momentum_copy
 from contrastkit.models.series import ResNet1d, SeriesEncoder, SeriesRNN, SeriesTransformer, TS2VecEncoder
+from contrastkit.models.split_batch_norm import SplitBatchNorm, split_batch_norm
 from contrastkit.models.text import TextEncoder, pool
 
 __all__ = ["HEADS", "DINOHead", "MLPHead", "MemoryQueue", "Prototypes", "ResNet1d", "SeriesEncoder", "SeriesRNN",
-           "SeriesTransformer", "SmallCNN", "TS2VecEncoder", "TextEncoder", "cached_embeddings",
+           "SeriesTransformer", "SmallCNN", "SplitBatchNorm", "TS2VecEncoder", "TextEncoder", "cached_embeddings",
            "cosine_momentum", "create_backbone", "create_head", "ema_update", "grad_cache_step", "list_backbones",
-           "momentum_copy", "pool", "register_backbone"]
+           "momentum_copy", "pool", "register_backbone", "split_batch_norm"]

@@ -146,10 +146,16 @@ class Prototypes(nn.Module):
         return self.prototypes(F.normalize(x, dim=-1))
 
 
-def create_head(kind: str, in_dim: int, hidden_dim: int | None = None, out_dim: int = 128) -> nn.Module:
+def create_head(kind: str, in_dim: int, hidden_dim: int | None = None, out_dim: int = 128, *,
+                batch_norm: bool = True) -> nn.Module:
     """Build a projection head: ``identity``, ``linear``, ``mlp2`` or ``mlp3``.
 
-    ``hidden_dim`` defaults to ``in_dim``.
+    Args:
+        kind: one of :data:`HEADS`.
+        in_dim: the backbone's feature width.
+        hidden_dim: the MLPs' hidden width; defaults to ``in_dim``.
+        out_dim: the output width.
+        batch_norm: batch norm after the MLPs' hidden layers (MoCo v2's reference head has none).
     """
     hidden_dim = hidden_dim or in_dim
     if kind == "identity":
@@ -157,5 +163,5 @@ def create_head(kind: str, in_dim: int, hidden_dim: int | None = None, out_dim: 
     if kind == "linear":
         return nn.Linear(in_dim, out_dim)
     if kind in ("mlp2", "mlp3"):
-        return MLPHead(in_dim, hidden_dim, out_dim, num_layers=int(kind[-1]))
+        return MLPHead(in_dim, hidden_dim, out_dim, num_layers=int(kind[-1]), batch_norm=batch_norm)
     raise ConfigError(f"unknown projection head {kind!r}; choose one of {', '.join(HEADS)}.")
