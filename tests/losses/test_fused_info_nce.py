@@ -118,6 +118,23 @@ def test_the_automatic_choice_takes_the_kernels_where_measured_faster_or_where_t
     assert not fused.use_fused(None, rows.bfloat16(), 10 * measured)  # off CUDA, or inside torch.compile
 
 
+def test_the_automatic_choice_asks_the_driver_nothing_for_small_losses(monkeypatch):
+    # MoCo v3 at batch 512 (512^2 logits, twice a step), MoCo v2 while its queue fills (a new size
+    # every step): the plain loss, and not one free-memory query (a host-blocking driver call).
+    monkeypatch.setattr(fused, "_automatic_choices", {})
+    monkeypatch.setattr(fused, "kernels_apply", lambda rows: True)
+    queries = []
+    monkeypatch.setattr(fused, "free_gpu_bytes", lambda device: queries.append(device) or 1)
+    rows = torch.randn(4, 8).bfloat16()
+    for num_logits in (512 ** 2, 336 ** 2, *(512 * (512 + filled) for filled in range(512, 65537, 512))):
+        assert not fused.use_fused(None, rows, num_logits)
+    assert queries == [] and fused._automatic_choices == {}
+    assert fused.QUERY_FREE_MEMORY_FROM * fused.TORCH_BYTES_PER_LOGIT <= 2**30
+    assert fused.QUERY_FREE_MEMORY_FROM < fused.KERNELS_MEASURED_FASTER_FROM
+    # From that size on the rule asks, once per size, as before.
+    assert fused.use_fused(None, rows, fused.QUERY_FREE_MEMORY_FROM) and len(queries) == 1
+
+
 def test_float32_rows_take_the_products_torch_matmuls_take():
     rows = torch.randn(4, 8)
     assert fused._dot_mode(rows) == "ieee" and fused._first_call_tolerance(rows) == 1e-4

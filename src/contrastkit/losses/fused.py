@@ -80,6 +80,13 @@ FREE_MEMORY_SHARE = 0.8
 # 14.8 ms (16,384^2 logits); at 65,536 pairs 6 to 9 times faster. Smaller sizes and float32 rows
 # were not measured, so there memory alone decides.
 KERNELS_MEASURED_FASTER_FROM = 16384 ** 2
+# Below this many logits (7,327^2; at most 1 GiB at TORCH_BYTES_PER_LOGIT, and below
+# KERNELS_MEASURED_FASTER_FROM) the plain loss is taken without asking the driver for its free
+# memory. That query (cudaMemGetInfo) costs host time in the forward, up to ms a call on some
+# stacks (sglang#25225: ~8 ms, torch 2.11+cu130), and a size-keyed cache still asks again at every
+# new size: MoCo v2 while its queue fills, a last short batch. SSL losses stay below it: MoCo v3 at
+# batch 512 has 512^2 logits (two losses a step), SimCLR 1024^2, MoCo v2 with 65,536 keys 512 x 66,048.
+QUERY_FREE_MEMORY_FROM = 2**30 // TORCH_BYTES_PER_LOGIT
 
 
 def kernels_apply(rows: Tensor) -> bool:
@@ -128,11 +135,12 @@ def use_fused(choice: bool | None, rows: Tensor, num_logits: int) -> bool:
     """A loss's ``fused`` argument resolved: True and False as given; None (the default) picks the
     kernels where they apply (:func:`kernels_apply`) and, for ``num_logits`` logits on this
     process, were measured faster than the plain loss or it would not fit in the GPU's free memory
-    (:func:`kernels_preferred`), as judged at the first call of that size on that device."""
+    (:func:`kernels_preferred`), as judged at the first call of that size on that device; below
+    QUERY_FREE_MEMORY_FROM logits the plain loss without asking the driver."""
     if choice is not None:
         return choice
-    if not kernels_apply(rows):
-        return False
+    if not kernels_apply(rows) or num_logits < QUERY_FREE_MEMORY_FROM:
+        return False  # small: the plain loss, with no driver query (so none for a new size either)
     key = (str(rows.device), rows.dtype, num_logits)
     if key not in _automatic_choices:
         _automatic_choices[key] = kernels_preferred(num_logits, free_gpu_bytes(rows.device),
