@@ -69,6 +69,8 @@ class Config:
     world_size: int = 1  # recorded: the processes that train the run (set by the launcher, not an option)
     augment_backend: str = "auto"  # on CUDA: auto (fused Triton kernel where it applies), torch or triton
     log_every: int = 20
+    health: bool = True  # health metrics of the representation at logged steps, and the collapse warning
+    stop_on_collapse: bool = False
     progress: bool = True
     out: str | None = None
     # how to evaluate after training
@@ -155,6 +157,9 @@ DESCRIPTIONS: dict[str, str] = {
                    "--nproc_per_node=N starts N)"),
     "augment_backend": "on CUDA: auto (fused Triton kernel where it applies), torch or triton",
     "log_every": "steps between logged losses (the only host sync of the loop)",
+    "health": ("log the representation's health (embedding std, RankMe, alignment, uniformity) at logged steps "
+               "and warn when it collapses"),
+    "stop_on_collapse": "end the run, its last checkpoint kept, when the embeddings collapse",
     "progress": "show a progress bar",
     "out": "run folder (default runs/<method>-<dataset>-<time>)",
     "evaluate": ("score after training: kNN and linear probes (images), plus zero-shot or retrieval (image-text), "
@@ -170,8 +175,8 @@ DESCRIPTIONS: dict[str, str] = {
 # A device: auto, cpu, cuda or cuda:N.
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 # Settings a resumed run may change: where and how visibly it runs, not what it computes.
-RUNTIME_KEYS = ("device", "world_size", "progress", "log_every", "evaluate", "plot", "raw_baseline", "embedding_method",
-                "plot_points")
+RUNTIME_KEYS = ("device", "world_size", "progress", "log_every", "health", "stop_on_collapse", "evaluate", "plot",
+                "raw_baseline", "embedding_method", "plot_points")
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 

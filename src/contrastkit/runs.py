@@ -226,7 +226,8 @@ def _train_prepared(config: Config, out_dir: Path, resume: bool,
                       lr_schedule=config.lr_schedule, out_dir=out_dir, precision=run.precision,
                       channels_last=config.channels_last, compile=config.compile, compile_mode=config.compile_mode,
                       log_every=config.log_every, progress=config.progress, callbacks=callbacks,
-                      find_unused_parameters=run.modality.find_unused_parameters)
+                      find_unused_parameters=run.modality.find_unused_parameters, health=config.health,
+                      stop_on_collapse=config.stop_on_collapse, method_name=config.method)
     if group.is_main:
         processes = f" x {group.world_size} processes" if group.world_size > 1 else ""
         print(f"training {config.method} on {config.dataset} ({counted(len(run.splits.train), 'sample')}) with "

@@ -5,7 +5,11 @@ Depends only on torch, numpy, scikit-learn and matplotlib (never on contrastkit.
 contrastkit.methods or contrastkit.cli).
 """
 
+from contrastkit.evaluate.class_retrieval import class_retrieval_scores
+from contrastkit.evaluate.clustering import kmeans_scores
 from contrastkit.evaluate.features import extract_features, extract_text_features
+from contrastkit.evaluate.health import (alignment, collapse_state, embedding_std, health_metrics,
+                                         positive_negative_gap, rankme, rankme_fraction, uniformity)
 from contrastkit.evaluate.knn import knn_predict
 from contrastkit.evaluate.linear import linear_probe
 from contrastkit.evaluate.metrics import classification_metrics, confusion_matrix
@@ -15,17 +19,27 @@ from contrastkit.evaluate.sts import spearman, sts_spearman
 from contrastkit.evaluate.zero_shot import zero_shot_classifier, zero_shot_predict
 
 __all__ = [
+    "alignment",
+    "class_retrieval_scores",
     "classification_metrics",
+    "collapse_state",
     "confusion_matrix",
+    "embedding_std",
     "extract_features",
     "extract_text_features",
+    "health_metrics",
+    "kmeans_scores",
     "knn_predict",
     "linear_probe",
     "plot_embedding",
     "plot_training_curves",
+    "positive_negative_gap",
+    "rankme",
+    "rankme_fraction",
     "retrieval_recall",
     "spearman",
     "sts_spearman",
+    "uniformity",
     "zero_shot_classifier",
     "zero_shot_predict",
 ]

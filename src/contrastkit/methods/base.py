@@ -57,7 +57,8 @@ def _shape(view: View) -> Any:
     return tuple((key, value.shape) for key, value in sorted(view.items()))
 
 
-def _rows(view: View) -> int:
+def view_rows(view: View) -> int:
+    """The samples in a view: an image tensor's rows, or a token dict's."""
     return view.shape[0] if isinstance(view, Tensor) else next(iter(view.values())).shape[0]
 
 
@@ -96,7 +97,7 @@ def forward_views(module: Callable[[Any], Tensor], views: Sequence[View], *, tog
         end = start + 1
         while end < len(views) and _shape(views[end]) == _shape(views[start]):
             end += 1
-        outputs.extend(module(_concatenate(views[start:end])).split(_rows(views[start])))
+        outputs.extend(module(_concatenate(views[start:end])).split(view_rows(views[start])))
         start = end
     return outputs
 
@@ -176,6 +177,16 @@ class Method(nn.Module):
                       validate: bool = True) -> dict[str, Tensor]:
         """Losses of one batch given its augmented views; ``"loss"`` is the one to minimise."""
         raise NotImplementedError
+
+    def embedding_module(self) -> nn.Module | None:
+        """The online module whose outputs are the embeddings the loss compares, which the health
+        metrics watch while training (:mod:`contrastkit.train.health`): the projection head where
+        the method has one, else the backbone (None if it has neither)."""
+        for name in ("projection_head", "backbone"):
+            module = getattr(self, name, None)
+            if isinstance(module, nn.Module):
+                return module
+        return None
 
     def encode_views(self, module: Callable[[Any], Tensor], views: Sequence[View]) -> list[Tensor]:
         """``module`` on each view, as one batch per shape or one pass per view as

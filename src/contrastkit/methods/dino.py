@@ -87,6 +87,11 @@ class DINO(MomentumMethod):
             for parameter in self.head.last_layer.parameters():
                 parameter.grad = None  # the optimizer skips parameters without a gradient
 
+    def embedding_module(self) -> nn.Module:
+        """The head's MLP, whose bottleneck output is the embedding (the last layer's outputs are
+        prototype scores, out_dim of them)."""
+        return self.head.mlp
+
     def training_step(self, views: Sequence[Tensor], labels: Tensor | None = None, *,
                       validate: bool = True) -> dict[str, Tensor]:
         # The backbone takes the crops of each resolution as one batch and the head all the crops'

@@ -36,12 +36,18 @@ from contrastkit._distributed import all_reduce_sum
 from contrastkit.augment import MultiView, params_to
 from contrastkit.data.device_loader import BatchLoader, epoch_generator
 from contrastkit.errors import ConfigError, ContrastkitError
-from contrastkit.methods.base import Progress
+from contrastkit.methods.base import Progress, view_rows
+from contrastkit.methods.registry import METHODS
 from contrastkit.train.checkpoint import load_checkpoint, save_atomic
 from contrastkit.train.distributed import wrap_training_step
+from contrastkit.train.health import CollapseMonitor, HealthProbe
 from contrastkit.train.schedules import LR_SCHEDULES
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# The health metrics a logged step records (metrics.jsonl, TensorBoard's health/ scalars).
+HEALTH_KEYS = ("embedding_std", "rankme", "rankme_fraction", "alignment", "uniformity", "positive_negative_gap")
+# Steps of the first epoch left unjudged by the collapse monitor (see Trainer.__init__).
+COLLAPSE_GRACE_STEPS = 20
 
 
 class TrainingDiverged(ContrastkitError):
@@ -89,6 +95,11 @@ class Trainer:
         callbacks: called with the state after every epoch's checkpoint.
         find_unused_parameters: under torch.distributed, let DistributedDataParallel look for
             parameters a step leaves without gradient (e.g. a transformer's unused pooler).
+        health: log the health metrics of the backbone's outputs at every logged step
+            (:mod:`contrastkit.train.health`) and warn when they say the embeddings collapse.
+        stop_on_collapse: end the run (:class:`TrainingCollapsed`) when they say collapsed.
+        method_name: the method's registry name, for the collapse warning's advice (default: the
+            name ``method``'s class is registered under).
     """
 
     def __init__(self, method: nn.Module, augment: Callable[..., Sequence[Any]], loader: BatchLoader,
@@ -98,7 +109,8 @@ class Trainer:
                  compile: bool = False, compile_mode: str = "default", log_every: int = 20, progress: bool = True,
                  checkpoint_extra: dict[str, Any] | None = None,
                  callbacks: Sequence[Callable[[TrainerState], None]] = (),
-                 find_unused_parameters: bool = False) -> None:
+                 find_unused_parameters: bool = False, health: bool = True, stop_on_collapse: bool = False,
+                 method_name: str | None = None) -> None:
         self.method = method
         self.augment = augment
         self.loader = loader
@@ -127,6 +139,16 @@ class Trainer:
         self.checkpointed_epoch: int | None = None
         if channels_last:
             method.to(memory_format=torch.channels_last)
+        # The embeddings the loss compares (a Method says which module gives them), else the backbone's.
+        watched = (method.embedding_module() if hasattr(method, "embedding_module")
+                   else getattr(method, "backbone", None))
+        self.probe = HealthProbe(watched) if health and isinstance(watched, nn.Module) else None
+        # The first epoch's first steps are not judged: at initialisation a network often maps
+        # every input near one direction until training spreads it (evaluate.health's measurements).
+        registered = [name for name in METHODS.names() if METHODS.get(name) is type(method)]
+        self.monitor = CollapseMonitor(method_name or next(iter(registered), type(method).__name__),
+                                       stop=stop_on_collapse,
+                                       grace_steps=min(self.steps_per_epoch, COLLAPSE_GRACE_STEPS))
         self._training_step = wrap_training_step(method, self.device, find_unused_parameters=find_unused_parameters)
         self._step = torch.compile(self._train_step, mode=compile_mode) if compile else self._train_step
         # A MultiView splits into CPU sampling and a device-side apply with no host sync, which
@@ -219,7 +241,11 @@ class Trainer:
                 views = [view.contiguous(memory_format=torch.channels_last)
                          if isinstance(view, Tensor) and view.ndim == 4 else view for view in views]
             self.method.on_step_start(progress)
+            logs_now = (self.state.step + 1) % self.log_every == 0 or (self.state.step + 1) % self.steps_per_epoch == 0
+            if self.probe is not None:
+                self.probe.armed = logs_now  # the backbone's outputs are kept for logged steps only
             loss = self._step(views, labels)
+            health = self.probe.metrics(view_rows(views[0])) if self.probe is not None and logs_now else {}
             self.method.on_before_optimizer_step(progress)
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -236,21 +262,36 @@ class Trainer:
                 elapsed = time.perf_counter() - interval_start
                 record = {"step": self.state.step, "epoch": round(self.state.step / self.steps_per_epoch, 4),
                           "loss": mean_loss, "lr": lr,
-                          "samples_per_second": interval_steps * self.loader.batch_size / elapsed}
+                          "samples_per_second": interval_steps * self.loader.batch_size / elapsed,
+                          **self._health_values(health)}
                 self._check_finite(mean_loss, epoch, lr)
                 self._log(record, writer)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.3g}", per_s=f"{record['samples_per_second']:.0f}")
+                shown = {"rankme": f"{record['rankme']:.1f}"} if "rankme" in record else {}
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.3g}", per_s=f"{record['samples_per_second']:.0f}",
+                                **shown)
+                if health:
+                    self.monitor.check(record, self.probe.dim, self.state.step, self._kept_checkpoint())
                 loss_sum.zero_()
                 interval_steps, interval_start = 0, time.perf_counter()
         return mean_loss
 
+    def _health_values(self, health: dict[str, Tensor]) -> dict[str, float]:
+        """The step's health metrics as floats, averaged over the processes so that every process
+        judges the same values (read after the loss's sync, so they wait for nothing)."""
+        if not health:
+            return {}
+        values = all_reduce_sum(torch.stack(list(health.values()))) / self.loader.world_size
+        return dict(zip(health, values.tolist()))
+
+    def _kept_checkpoint(self) -> str:
+        if self.checkpointed_epoch:
+            return f"the checkpoint of epoch {self.checkpointed_epoch} in {self.checkpoint_path} is the last good state"
+        return "no checkpoint was written before it"
+
     def _check_finite(self, loss: float, epoch: int, lr: float) -> None:
         if math.isfinite(loss):
             return
-        if self.checkpointed_epoch:
-            kept = f"the checkpoint of epoch {self.checkpointed_epoch} in {self.checkpoint_path} is the last good state"
-        else:
-            kept = "no checkpoint was written before it"
+        kept = self._kept_checkpoint()
         raise TrainingDiverged(
             f"the loss became {loss} by step {self.state.step} (epoch {epoch + 1}, lr {lr:.3g}); {kept}. "
             "Lower the learning rate or add warmup_epochs, and check the data for NaN.")
@@ -271,6 +312,9 @@ class Trainer:
             file.write(json.dumps(record) + "\n")
         for key in ("loss", "lr", "samples_per_second"):
             writer.add_scalar(f"train/{key}", record[key], record["step"])
+        for key in HEALTH_KEYS:
+            if key in record:
+                writer.add_scalar(f"health/{key}", record[key], record["step"])
 
     @property
     def checkpoint_path(self) -> Path:
