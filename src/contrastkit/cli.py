@@ -3,7 +3,7 @@
     contrastkit train [--config FILE.yaml] [--method simclr] [--dataset NAME|PATH] [--backbone NAME]
                       [--epochs N] [--batch-size N] [--device auto|cpu|cuda|cuda:N] [--out DIR]
                       [--resume | --overwrite] [key=value ...]
-    contrastkit eval RUN_DIR [--protocol knn|linear]
+    contrastkit eval RUN_DIR [--protocol knn|linear|kmeans|class_retrieval]
     contrastkit embed RUN_DIR --out FILE.npy|DIR [--split test|train] [--overwrite]
     contrastkit plot RUN_DIR
     contrastkit list
@@ -72,10 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="list every config key with the value the given method and dataset will use")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="any config key, e.g. lr=0.1")
 
-    evaluate = commands.add_parser("eval", help="evaluate a trained run (kNN and linear probe)")
+    evaluate = commands.add_parser("eval", help="evaluate a trained run (kNN, linear probe, k-means, class retrieval)")
     evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument("--protocol", choices=["knn", "linear"], action="append",
-                          help="repeat for several; default both")
+    evaluate.add_argument("--protocol", choices=["knn", "linear", "kmeans", "class_retrieval"], action="append",
+                          help="repeat for several; default all")
 
     embed = commands.add_parser("embed", help="save a split's embeddings as .npy")
     embed.add_argument("run_dir", type=Path)

@@ -305,7 +305,7 @@ def _interrupted_message(out_dir: Path, checkpointed_epoch: int | None, epochs: 
             "command again to start over.")
 
 
-PROTOCOLS = ("knn", "linear")
+PROTOCOLS = ("knn", "linear", "kmeans", "class_retrieval")
 
 
 def evaluate(run: Run, out_dir: Path, protocols: Sequence[str] = PROTOCOLS) -> dict[str, Any]:
@@ -318,7 +318,8 @@ def evaluate(run: Run, out_dir: Path, protocols: Sequence[str] = PROTOCOLS) -> d
     Args:
         run: a trained run (:meth:`Run.load`).
         out_dir: its run folder.
-        protocols: the probes to run, of ``knn`` and ``linear``.
+        protocols: of ``knn`` and ``linear`` (probes), ``kmeans`` (clustering NMI and ARI) and
+            ``class_retrieval`` (precision@1, MAP@R); where the modality scores them.
     """
     for protocol in protocols:
         if protocol not in PROTOCOLS:

@@ -32,7 +32,8 @@ from torch import Tensor
 
 from contrastkit.data.device_loader import BatchLoader, DeviceLoader
 from contrastkit.errors import ConfigError
-from contrastkit.evaluate import classification_metrics, extract_features, knn_predict, linear_probe
+from contrastkit.evaluate import (class_retrieval_scores, classification_metrics, extract_features, kmeans_scores,
+                                  knn_predict, linear_probe)
 from contrastkit.methods import METHODS
 from contrastkit.registry import Registry
 
@@ -220,8 +221,12 @@ class Modality:
 
 
 def probe_results(modality: Modality, run: BuiltRun, protocols: Sequence[str]) -> dict[str, Any]:
-    """kNN and / or linear-probe metrics of the frozen features on the test split, beside the same on
-    the raw inputs (``raw_`` keys, when ``raw_baseline``); empty for data without two classes."""
+    """The ``protocols``' metrics of the frozen features on the test split, beside the same on the raw
+    inputs (``raw_`` keys, when ``raw_baseline``); empty for data without two classes. ``knn`` and
+    ``linear`` classify the test split from the train split (top-1, precision, recall, F1);
+    ``kmeans`` clusters the test split into as many clusters as classes (NMI, ARI);
+    ``class_retrieval`` retrieves each test item among the others by class (precision@1,
+    R-precision, MAP@R, as pytorch-metric-learning's AccuracyCalculator)."""
     config = run.config
     num_classes = len(run.splits.classes)
     if num_classes == 1:
@@ -240,27 +245,35 @@ def probe_results(modality: Modality, run: BuiltRun, protocols: Sequence[str]) -
     results: dict[str, Any] = {}
     for prefix, (train_x, test_x) in inputs.items():
         for protocol in protocols:
-            if protocol == "knn":
-                predicted = knn_predict(train_x, train_labels, test_x, k=min(config.knn_k, len(train_labels)),
-                                        temperature=config.knn_temperature, num_classes=num_classes)
+            if protocol == "kmeans":
+                metrics = kmeans_scores(test_x, test_labels, num_classes=num_classes, seed=config.seed)
+            elif protocol == "class_retrieval":
+                metrics = class_retrieval_scores(test_x, test_labels)
             else:
-                predicted = linear_probe(train_x, train_labels, test_x, num_classes=num_classes,
-                                         weight_decay=config.linear_weight_decay)
-            metrics = classification_metrics(test_labels, predicted, num_classes=num_classes)
+                if protocol == "knn":
+                    predicted = knn_predict(train_x, train_labels, test_x, k=min(config.knn_k, len(train_labels)),
+                                            temperature=config.knn_temperature, num_classes=num_classes)
+                else:
+                    predicted = linear_probe(train_x, train_labels, test_x, num_classes=num_classes,
+                                             weight_decay=config.linear_weight_decay)
+                metrics = classification_metrics(test_labels, predicted, num_classes=num_classes)
             results.update({f"{prefix}{protocol}_{key}": round(value, 4) for key, value in metrics.items()})
     return results
 
 
-PROTOCOL_NAMES = {"knn": "kNN", "linear": "linear probe"}
+PROTOCOL_NAMES = {"knn": "kNN", "linear": "linear probe", "kmeans": "k-means", "class_retrieval": "retrieval"}
+# The figures of each protocol the printed table shows (summary.json keeps them all).
+SHOWN_METRICS = {"knn": ("top1", "f1"), "linear": ("top1", "f1"), "kmeans": ("nmi", "ari"),
+                 "class_retrieval": ("precision_at_1", "map_at_r")}
 
 
 def format_results(results: dict[str, Any], protocols: Sequence[str], raw_name: str) -> str:
-    """The probes' top-1 and F1 as a table, with the raw-input baseline's column where it was scored."""
-    raw = f"raw_{protocols[0]}_top1" in results
-    lines = [f"{'protocol':<14}{'metric':<11}{'encoder':>9}" + (f"{raw_name:>12}" if raw else "")]
+    """The protocols' main figures as a table, with the raw-input baseline's column where it was scored."""
+    raw = any(key.startswith("raw_") for key in results)
+    lines = [f"{'protocol':<14}{'metric':<15}{'encoder':>9}" + (f"{raw_name:>12}" if raw else "")]
     for protocol in protocols:
-        for metric in ("top1", "f1"):
-            line = f"{PROTOCOL_NAMES[protocol]:<14}{metric:<11}{results[f'{protocol}_{metric}']:>9.4f}"
+        for metric in SHOWN_METRICS[protocol]:
+            line = f"{PROTOCOL_NAMES[protocol]:<14}{metric:<15}{results[f'{protocol}_{metric}']:>9.4f}"
             if raw:
                 line += f"{results[f'raw_{protocol}_{metric}']:>12.4f}"
             lines.append(line)
