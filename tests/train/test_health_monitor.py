@@ -125,5 +125,7 @@ def test_the_monitor_warns_once_as_the_state_worsens_and_stops_when_asked():
     messages = [str(warning.message) for warning in caught]
     assert len(messages) == 2 and "collapsing at step 20" in messages[0] and "collapsed at step 40" in messages[1]
     assert "ema_momentum" in messages[0]  # BYOL's own advice
+    # NaN embeddings give no verdict (the loss's own check reports a diverged run).
+    assert monitor.check({"embedding_std": float("nan"), "rankme": float("nan")}, 128, step=60, kept="") == "collapsed"
     with pytest.raises(TrainingCollapsed, match="the checkpoint of epoch 3"):
         CollapseMonitor("byol", stop=True).check(collapsed, 128, step=50, kept="the checkpoint of epoch 3 is kept")

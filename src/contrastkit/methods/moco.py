@@ -60,8 +60,8 @@ class MoCoV2(MomentumMethod):
         self.batch_norm_splits = default_batch_norm_splits() if batch_norm_splits is None else batch_norm_splits
         self.backbone = split_batch_norm(backbone, self.batch_norm_splits)
         self.projection_head = split_batch_norm(projection_head, self.batch_norm_splits)
-        self.key_backbone = momentum_copy(backbone)
-        self.key_head = momentum_copy(projection_head)
+        self.key_backbone = momentum_copy(self.backbone)
+        self.key_head = momentum_copy(self.projection_head)
         self.queue = MemoryQueue(queue_size, head_output_dim(projection_head))
         # The keys' shuffles so far: each step's is drawn from it, so a resumed run replays them.
         self.register_buffer("shuffles", torch.zeros((), dtype=torch.int64))

@@ -10,6 +10,7 @@ are read back with the loss, after the interval's host sync.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -106,9 +107,10 @@ class CollapseMonitor:
     def check(self, values: dict[str, float], dim: int, step: int, kept: str) -> str:
         """The verdict on ``values`` (floats) at ``step``; ``kept`` says which checkpoint holds the
         last good state, for the stop's message."""
-        if step < self.grace_steps or not values:
-            return self.state
-        state = collapse_state(values, dim)
+        judged = {key: values[key] for key in ("embedding_std", "rankme", "rankme_fraction") if key in values}
+        if step < self.grace_steps or not judged or not all(math.isfinite(value) for value in judged.values()):
+            return self.state  # no verdict from NaN (a diverged loss is reported as such, first)
+        state = collapse_state(judged, dim)
         order = ("healthy", "collapsing", "collapsed")
         if order.index(state) > order.index(self.state):
             summary = ", ".join(f"{key} {values[key]:.3g}" for key in ("embedding_std", "rankme") if key in values)

@@ -95,7 +95,7 @@ class Trainer:
         callbacks: called with the state after every epoch's checkpoint.
         find_unused_parameters: under torch.distributed, let DistributedDataParallel look for
             parameters a step leaves without gradient (e.g. a transformer's unused pooler).
-        health: log the health metrics of the backbone's outputs at every logged step
+        health: log the health metrics of the method's embeddings at every logged step
             (:mod:`contrastkit.train.health`) and warn when they say the embeddings collapse.
         stop_on_collapse: end the run (:class:`TrainingCollapsed`) when they say collapsed.
         method_name: the method's registry name, for the collapse warning's advice (default: the
@@ -143,9 +143,9 @@ class Trainer:
         watched = (method.embedding_module() if hasattr(method, "embedding_module")
                    else getattr(method, "backbone", None))
         self.probe = HealthProbe(watched) if health and isinstance(watched, nn.Module) else None
+        registered = [name for name in METHODS.names() if METHODS.get(name) is type(method)]
         # The first epoch's first steps are not judged: at initialisation a network often maps
         # every input near one direction until training spreads it (evaluate.health's measurements).
-        registered = [name for name in METHODS.names() if METHODS.get(name) is type(method)]
         self.monitor = CollapseMonitor(method_name or next(iter(registered), type(method).__name__),
                                        stop=stop_on_collapse,
                                        grace_steps=min(self.steps_per_epoch, COLLAPSE_GRACE_STEPS))
@@ -243,7 +243,7 @@ class Trainer:
             self.method.on_step_start(progress)
             logs_now = (self.state.step + 1) % self.log_every == 0 or (self.state.step + 1) % self.steps_per_epoch == 0
             if self.probe is not None:
-                self.probe.armed = logs_now  # the backbone's outputs are kept for logged steps only
+                self.probe.armed = logs_now  # the embeddings are kept for logged steps only
             loss = self._step(views, labels)
             health = self.probe.metrics(view_rows(views[0])) if self.probe is not None and logs_now else {}
             self.method.on_before_optimizer_step(progress)
