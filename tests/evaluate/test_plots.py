@@ -70,3 +70,13 @@ def test_training_curves_skip_missing_keys(tmp_path):
 def test_training_curves_without_any_key(tmp_path):
     with pytest.raises(InputError, match="keys present"):
         plot_training_curves([{"step": 1, "loss": 1.0}], tmp_path / "c.png", keys=("top1",))
+
+
+def test_training_curves_add_the_health_metrics_where_logged(tmp_path):
+    from PIL import Image
+
+    plain = [{"step": s, "loss": 1.0 / (s + 1), "lr": 0.1} for s in range(10)]
+    healthy = [{**record, "rankme": 40.0 + record["step"], "embedding_std": 0.08} for record in plain]
+    heights = [Image.open(plot_training_curves(records, tmp_path / f"{name}.png")).size[1]
+               for name, records in (("plain", plain), ("healthy", healthy))]
+    assert heights[1] > 1.6 * heights[0]  # four subplots instead of two

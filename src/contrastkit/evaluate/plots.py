@@ -141,12 +141,13 @@ def plot_training_curves(
     records: Sequence[Mapping[str, float]],
     path: str | os.PathLike[str],
     *,
-    keys: Sequence[str] = ("loss", "lr"),
+    keys: Sequence[str] = ("loss", "lr", "rankme", "embedding_std"),
 ) -> Path:
     """Plot each of ``keys`` against "step" from metrics.jsonl-style ``records``; save a PNG and return its path.
 
-    One subplot per key that at least one record holds; records lacking "step" or the key
-    (or holding a non-numeric value) are skipped for that subplot.
+    One subplot per key that at least one record holds (by default the loss, the learning rate,
+    and the embeddings' health where it was logged); records lacking "step" or the key (or
+    holding a non-numeric value) are skipped for that subplot.
 
     Example:
         >>> records = [{"step": s, "loss": 5.0 / (s + 1), "lr": 0.1} for s in range(100)]
