@@ -58,6 +58,10 @@ def test_simclr_cifar_recipe() -> None:
     assert ops[-1].mean.tolist() == pytest.approx([0.4914, 0.4822, 0.4465])
     blur = [o for o in ops_of(preset("simclr_cifar", blur=True, jitter_strength=1.0)) if isinstance(o, GaussianBlur)]
     assert len(blur) == 1 and blur[0].kernel_size == 3 and blur[0].p == 0.5
+    crops = [o for o in ops if isinstance(o, RandomResizedCrop)]
+    assert len(crops) == 1 and tuple(crops[0].scale) == pytest.approx((0.08, 1.0))  # SimCLR's
+    moco_crop = next(o for o in ops_of(preset("simclr_cifar", min_scale=0.2)) if isinstance(o, RandomResizedCrop))
+    assert tuple(moco_crop.scale) == pytest.approx((0.2, 1.0))  # MoCo's and SimSiam's code
 
 
 def test_simclr_imagenet_recipe() -> None:
@@ -141,6 +145,7 @@ def test_unknown_option_names_accepted_options() -> None:
     ({"size": 0}, "size"),
     ({"mean": [0.5, 0.5, 0.5]}, "both mean and std"),
     ({"jitter_strength": -1.0}, "jitter_strength"),
+    ({"min_scale": 0.0}, "min_scale must lie in"),
 ])
 def test_bad_preset_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):

@@ -241,12 +241,16 @@ def _blur_kernel(size: int) -> int:
     return max(3, int(0.1 * size) // 2 * 2 + 1)
 
 
-def _simclr(size: int, mean: Sequence[float], std: Sequence[float], strength: float, blur: bool) -> MultiView:
+def _simclr(size: int, mean: Sequence[float], std: Sequence[float], strength: float, blur: bool,
+            min_scale: float = 0.08) -> MultiView:
     s = float(strength)
     if s < 0:
         raise ConfigError(f"jitter_strength must be non-negative, got {strength!r}.")
+    if not 0 < float(min_scale) <= 1:
+        raise ConfigError(f"min_scale must lie in (0, 1], got {min_scale!r}; SimCLR crops from 0.08, "
+                          "MoCo and SimSiam from 0.2.")
     ops = [
-        RandomResizedCrop(size, scale=(0.08, 1.0)),
+        RandomResizedCrop(size, scale=(float(min_scale), 1.0)),
         RandomHorizontalFlip(0.5),
         ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5), p=0.8),
         RandomGrayscale(0.2),
@@ -272,9 +276,11 @@ def _digit_views(size: int, mean: Sequence[float], std: Sequence[float], min_sca
 
 @register_preset("simclr_cifar")
 def _simclr_cifar(*, size: int | None, mean: Sequence[float] | None, std: Sequence[float] | None,
-                  jitter_strength: float = 0.5, blur: bool = False) -> MultiView:
-    """SimCLR for 32x32 CIFAR: lightly's recipe (jitter strength 0.5, no blur by default)."""
-    return _simclr(size or 32, _default(mean, CIFAR10_MEAN), _default(std, CIFAR10_STD), jitter_strength, blur)
+                  jitter_strength: float = 0.5, blur: bool = False, min_scale: float = 0.08) -> MultiView:
+    """SimCLR for 32x32 CIFAR: lightly's recipe (jitter strength 0.5, no blur by default); crops
+    from ``min_scale`` of the image (SimCLR's 0.08; MoCo's and SimSiam's code crop from 0.2)."""
+    return _simclr(size or 32, _default(mean, CIFAR10_MEAN), _default(std, CIFAR10_STD), jitter_strength, blur,
+                   min_scale)
 
 
 @register_preset("simclr_imagenet")
