@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a trained run (kNN, linear probe, k-means, class retrieval)")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--protocol", choices=["knn", "linear", "kmeans", "class_retrieval"], action="append",
-                          help="repeat for several; default all")
+                          help="repeat for several; default knn and linear")
 
     embed = commands.add_parser("embed", help="save a split's embeddings as .npy")
     embed.add_argument("run_dir", type=Path)
@@ -237,7 +237,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             if args.command == "embed":
                 runs.embed(run_, args.out, split=args.split, overwrite=args.overwrite)
             elif args.command == "eval":
-                runs.evaluate(run_, args.run_dir, protocols=args.protocol or runs.PROTOCOLS)
+                runs.evaluate(run_, args.run_dir, protocols=args.protocol or runs.DEFAULT_PROTOCOLS)
             else:
                 runs.plot(run_, args.run_dir)
     except KeyboardInterrupt:
