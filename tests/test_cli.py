@@ -45,6 +45,21 @@ def test_eval_embed_plot_on_a_trained_run(tiny_run, tmp_path, capsys, run_cli):
     assert (tiny_run / "plots" / "embedding.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_eval_fine_tunes_on_label_fractions_beside_training_from_scratch(tiny_run, capsys, run_cli):
+    assert run_cli("eval", str(tiny_run), "--protocol", "finetune", "--finetune-epochs", "1") == 0
+    printed = capsys.readouterr().out
+    assert "fine-tuning" in printed and "scratch" in printed and "100%" in printed
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    # digits' training split holds 1,437 images, 138 to 150 per class: 1 % rounds to one image of each.
+    assert [summary[f"finetune_{name}_labels"] for name in ("1pct", "10pct", "100pct")] == [10, 142, 1437]
+    for name in ("1pct", "10pct", "100pct"):
+        for metric in ("top1", "f1"):
+            assert 0 <= summary[f"finetune_{name}_{metric}"] <= 1
+            assert 0 <= summary[f"scratch_finetune_{name}_{metric}"] <= 1
+    assert summary["finetune_100pct_top1"] > 0.5  # far above chance (0.1)
+    assert run_cli("eval", str(tiny_run), "--protocol", "finetune", "--finetune-epochs", "0") == 2
+
+
 def test_list_names_the_building_blocks(capsys, run_cli):
     assert run_cli("list") == 0
     out = capsys.readouterr().out

@@ -9,6 +9,7 @@ from contrastkit.augment import MultiView, preset
 from contrastkit.config import Config
 from contrastkit.data import DeviceLoader, load_dataset
 from contrastkit.errors import ConfigError, ContrastkitError, DatasetError, InputError
+from contrastkit.export import load_encoder
 from contrastkit.losses import InfoNCELoss, NTXentLoss, info_nce
 from contrastkit.methods import SimCLR
 from contrastkit.models import create_backbone, create_head
@@ -17,4 +18,4 @@ __version__ = "0.1.0"
 
 __all__ = ["Config", "ConfigError", "ContrastkitError", "DatasetError", "DeviceLoader", "InfoNCELoss",
            "InputError", "MultiView", "NTXentLoss", "SimCLR", "create_backbone", "create_head", "info_nce",
-           "load_dataset", "preset"]
+           "load_dataset", "load_encoder", "preset"]

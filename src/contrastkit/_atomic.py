@@ -4,12 +4,14 @@ A write goes to a hidden temporary file beside its target (``.NAME.XXXX.tmp``), 
 then renamed over the target. A process killed mid-write leaves that temporary file behind;
 :func:`remove_orphaned_temporaries` clears them when the folder is next used. A write that fails
 (a full disk, a file-size limit) raises the operating system's error with the target's path and
-leaves the old file as it was.
+leaves the old file as it was. A folder of several files (an exported model) is filled aside and
+renamed into place alike (:func:`write_folder_atomic`).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -81,6 +83,48 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_folder_atomic(path: str | os.PathLike, fill: Callable[[Path], Any]) -> None:
+    """Call ``fill`` on a temporary folder beside ``path``, then rename it to ``path``: a reader sees
+    the old folder or the complete new one, never a half-filled one.
+
+    An existing ``path`` is renamed aside first and deleted once the new folder is in place (a
+    folder cannot be renamed over a non-empty one), and put back if the second rename fails; a kill
+    between the two renames leaves the old folder as ``.NAME.XXXX.old.tmp`` beside it.
+
+    Args:
+        path: the folder to create or replace.
+        fill: writes the folder's whole content into the (empty) folder it is given.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "model"
+        >>> write_folder_atomic(target, lambda folder: (folder / "config.json").write_text("{}"))
+        >>> sorted(entry.name for entry in target.iterdir())
+        ['config.json']
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        # mkdtemp makes the folder private (0700); the result should be like any folder the user makes.
+        os.chmod(staging, 0o777 & ~_umask())
+        fill(staging)
+        if path.exists():
+            old = staging.with_name(staging.name[:-len(".tmp")] + ".old.tmp")
+            os.replace(path, old)
+            try:
+                os.replace(staging, path)
+            except BaseException:
+                os.replace(old, path)  # the old folder back where it was
+                raise
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 

@@ -3,9 +3,14 @@
     contrastkit train [--config FILE.yaml] [--method simclr] [--dataset NAME|PATH] [--backbone NAME]
                       [--epochs N] [--batch-size N] [--device auto|cpu|cuda|cuda:N] [--out DIR]
                       [--resume | --overwrite] [key=value ...]
-    contrastkit eval RUN_DIR [--protocol knn|linear|kmeans|class_retrieval]
+    contrastkit eval RUN_DIR [--protocol knn|linear|kmeans|class_retrieval|finetune] [--finetune-epochs N]
     contrastkit embed RUN_DIR --out FILE.npy|DIR [--split test|train] [--overwrite]
+    contrastkit export RUN_DIR --format safetensors|onnx|sentence-transformers|torchvision [--out PATH] [--overwrite]
     contrastkit plot RUN_DIR
+    contrastkit tune --space SPACE.yaml [--trials N] [--minutes M] [--study DIR] [--resume] [--metric KEY]
+                     [train's --config, --method, --dataset, --backbone, --epochs, --batch-size, --device]
+                     [key=value ...]
+    contrastkit report RUN_DIR [RUN_DIR ...] [--out FILE.html]
     contrastkit list
     contrastkit --version
 
@@ -72,10 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="list every config key with the value the given method and dataset will use")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="any config key, e.g. lr=0.1")
 
-    evaluate = commands.add_parser("eval", help="evaluate a trained run (kNN, linear probe, k-means, class retrieval)")
+    evaluate = commands.add_parser("eval", help="evaluate a trained run (kNN, linear probe, k-means, class retrieval, "
+                                   "fine-tuning with 1 %%, 10 %% and 100 %% of the labels)")
     evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument("--protocol", choices=["knn", "linear", "kmeans", "class_retrieval"], action="append",
-                          help="repeat for several; default knn and linear")
+    evaluate.add_argument("--protocol", choices=["knn", "linear", "kmeans", "class_retrieval", "finetune"],
+                          action="append", help="repeat for several; default knn and linear")
+    evaluate.add_argument("--finetune-epochs", type=int, metavar="N",
+                          help="epochs of the finetune protocol (default: the run's finetune_epochs, 30)")
 
     embed = commands.add_parser("embed", help="save a split's embeddings as .npy")
     embed.add_argument("run_dir", type=Path)
@@ -83,8 +91,42 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--split", choices=["test", "train"], default="test")
     embed.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
 
+    export = commands.add_parser("export", help="export the encoder: safetensors (contrastkit.load_encoder), ONNX, "
+                                 "a sentence-transformers folder or a torchvision state dict")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--format", required=True,
+                        help="safetensors, onnx, sentence-transformers (text runs) or torchvision (resnet18/34/50)")
+    export.add_argument("--out", type=Path, help="output file (a folder for sentence-transformers); default "
+                        "RUN_DIR/export/encoder.safetensors, encoder.onnx, sentence-transformers/ or torchvision.pth")
+    export.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+
     plot = commands.add_parser("plot", help="plot the loss curve and a 2-D map of the test embeddings")
     plot.add_argument("run_dir", type=Path)
+
+    report = commands.add_parser("report", help="write a self-contained HTML report of a run, or compare several")
+    report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    report.add_argument("--out", type=Path, help="the HTML file (default RUN_DIR/report.html; needed for several runs)")
+
+    tune = commands.add_parser("tune", help="search config keys for the best kNN (Optuna), each trial a run folder")
+    tune.add_argument("--space", type=Path, help="YAML search space, e.g. lr: {low: 0.01, high: 1.0, log: true} "
+                      "and batch_size: [64, 128] (with --resume: the study's)")
+    tune.add_argument("--trials", type=int,
+                      help="finished trials the study should hold (default 20; with --resume, the study's)")
+    tune.add_argument("--minutes", type=float, help="start no trial after this many minutes")
+    tune.add_argument("--study", type=Path, help="study folder: study.db, best.yaml, trial-NNNN/ (default "
+                      "runs/tune-<method>-<dataset>-<time>)")
+    tune.add_argument("--resume", action="store_true", help="continue the study in --study (after a kill or Ctrl-C)")
+    tune.add_argument("--metric", help="summary.json score to maximise (default knn_top1)")
+    # Every trial starts from these, as `train` takes them; the searched keys override them.
+    tune.add_argument("--config", type=Path, help="YAML file of config keys")
+    tune.add_argument("--method", help="self-supervised method (default simclr)")
+    tune.add_argument("--dataset", help="dataset name or path (default mnist)")
+    tune.add_argument("--backbone", help="backbone name (default: the dataset's recipe)")
+    tune.add_argument("--epochs", type=int)
+    tune.add_argument("--batch-size", type=int)
+    tune.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    tune.add_argument("overrides", nargs="*", metavar="key=value", help="config keys every trial starts from")
+    tune.set_defaults(out=None)  # each trial's folder is set by tune; _config_values reads every flag of FLAG_KEYS
 
     pack = commands.add_parser("pack-shards", help="pack an ImageFolder tree into tar shards to stream from")
     pack.add_argument("source", type=Path, help="ImageFolder tree (<class>/*, or train/<class>/* with test/ or val/)")
@@ -193,6 +235,19 @@ def _pack_shards(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from contrastkit.export import export
+
+    try:
+        # It checks the format, the output and the extras before loading the run, and locks the folder.
+        export(args.run_dir, args.format, args.out, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        print("\ninterrupted; the export is written whole or not at all, so nothing half-written was left. Run the "
+              "same `contrastkit export` command again.", file=sys.stderr)
+        return 130
+    return 0
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -200,7 +255,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     # a flag back as unknown, so they join the others here.
     overrides = [item for item in extra if "=" in item and not item.startswith("-")]
     unknown = [item for item in extra if item not in overrides]
-    if unknown or (overrides and args.command != "train"):
+    if unknown or (overrides and args.command not in ("train", "tune")):
         parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
     if overrides:
         args.overrides = [*args.overrides, *overrides]
@@ -214,8 +269,26 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "pack-shards":
         return _pack_shards(args)
+    if args.command == "export":
+        return _export(args)
+    if args.command == "report":
+        from contrastkit.report import write_report
+
+        print(f"wrote {write_report(args.run_dirs, args.out)}")
+        return 0
     from contrastkit import run_folder, runs
 
+    if args.command == "tune":
+        from contrastkit import tune as tuning
+
+        try:
+            tuning.tune(args.space, _config_values(args), study_dir=args.study, trials=args.trials,
+                        minutes=args.minutes, resume=args.resume, metric=args.metric)
+        except KeyboardInterrupt as interrupt:
+            print(f"\n{interrupt}" if isinstance(interrupt, tuning.TuneInterrupted) else "\ninterrupted",
+                  file=sys.stderr)
+            return 130
+        return 0
     if args.command == "train":
         if args.help_config:
             print(_help_config(args))
@@ -237,6 +310,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             if args.command == "embed":
                 runs.embed(run_, args.out, split=args.split, overwrite=args.overwrite)
             elif args.command == "eval":
+                if args.finetune_epochs is not None:
+                    run_.config = config_module.update(run_.config, {"finetune_epochs": args.finetune_epochs})
                 runs.evaluate(run_, args.run_dir, protocols=args.protocol or runs.DEFAULT_PROTOCOLS)
             else:
                 runs.plot(run_, args.run_dir)

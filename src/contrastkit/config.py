@@ -78,6 +78,7 @@ class Config:
     knn_k: int | None = None
     knn_temperature: float = 0.1
     linear_weight_decay: float = 1e-3
+    finetune_epochs: int = 30  # the finetune protocol (contrastkit eval --protocol finetune)
     raw_baseline: bool = True
     plot: bool = True
     embedding_method: str = "auto"
@@ -167,6 +168,8 @@ DESCRIPTIONS: dict[str, str] = {
     "knn_k": "neighbours of the kNN evaluation",
     "knn_temperature": "temperature of the weighted kNN vote, > 0",
     "linear_weight_decay": "L2 penalty of the linear probe, >= 0",
+    "finetune_epochs": ("epochs (at least 100 steps) of the finetune protocol: the whole encoder trained on 1 %, "
+                        "10 % and 100 % of the labels, beside the same network from scratch"),
     "raw_baseline": "also evaluate the raw inputs, for comparison (pixels; 1-NN Euclidean and DTW for series)",
     "plot": "plot the loss curve and a 2-D map of the embeddings",
     "embedding_method": "2-D map of the embeddings",
@@ -433,7 +436,7 @@ def validate(config: Config) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key} must be a finite number, got {value}.")
     positive = ("epochs", "batch_size", "image_size", "hidden_dim", "projection_dim", "max_length", "log_every",
-                "knn_k", "plot_points")
+                "knn_k", "finetune_epochs", "plot_points")
     for key in positive:
         value = getattr(config, key)
         if value is not None and value < 1:

@@ -34,7 +34,8 @@ else:
 LOCK_NAME = ".lock"
 CHECKPOINT = Path("checkpoints") / "last.pt"
 # Everything a run writes into its folder; starting a run over removes exactly these.
-RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "summary.json", "tensorboard", "plots", "checkpoints")
+RUN_ENTRIES = ("config.yaml", "metrics.jsonl", "summary.json", "tensorboard", "plots", "checkpoints",
+               "report.html")
 
 
 def is_run_folder(folder: Path) -> bool:

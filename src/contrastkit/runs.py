@@ -1,7 +1,7 @@
 """The application layer: a run folder from config to summary, used by the CLI.
 
 A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``tensorboard/``,
-``checkpoints/last.pt``, ``plots/*.png`` and ``summary.json`` (the final evaluation); what it
+``checkpoints/last.pt``, ``plots/*.png``, ``summary.json`` (the final evaluation) and ``report.html``; what it
 guarantees (one writer, no foreign files overwritten, atomic files) is :mod:`contrastkit.run_folder`'s.
 
 The kind of data is a registered unit (:mod:`contrastkit.modalities`), resolved once per run and
@@ -32,6 +32,7 @@ from contrastkit.errors import ContrastkitError
 from contrastkit.evaluate import plot_embedding, plot_training_curves
 from contrastkit.methods import METHODS, Method
 from contrastkit.modalities import MODALITIES, resolve_modality
+from contrastkit.report import versions, write_report
 from contrastkit.train import Trainer, TrainerState, create_optimizer, load_checkpoint, read_metrics, write_atomic
 from contrastkit.train.checkpoint import UnreadableCheckpoint
 from contrastkit.train.distributed import (ProcessGroup, convert_sync_batchnorm, init_process_group,
@@ -244,13 +245,14 @@ def _train_prepared(config: Config, out_dir: Path, resume: bool,
         return out_dir
     summary = {"train_seconds": round(state.train_seconds, 2), "epochs": state.epoch, "steps": state.step,
                "device": str(run.device), "dataset": config.dataset, "method": config.method,
-               "world_size": group.world_size, **run.modality.after_training(loader)}
+               "world_size": group.world_size, "versions": versions(), **run.modality.after_training(loader)}
     _write_json_atomic(summary, out_dir / "summary.json")
     try:
         if config.evaluate:
             evaluate(run, out_dir)
         if config.plot:
             plot(run, out_dir)
+            print(f"wrote {write_report([out_dir])}", flush=True)
     except KeyboardInterrupt:
         raise RunInterrupted(f"interrupted after training, which finished: epoch {config.epochs} of {config.epochs} "
                              f"is checkpointed in {out_dir}. Evaluate and plot it with: contrastkit eval {out_dir} && "
@@ -307,8 +309,9 @@ def _interrupted_message(out_dir: Path, checkpointed_epoch: int | None, epochs: 
 
 # Every protocol, and those `train` runs after training: k-means and class retrieval are asked for
 # (`contrastkit eval --protocol kmeans`), since they added 20 s to the quick start's 39 s of
-# evaluation on two CPU cores (k-means on raw pixels, ten initialisations).
-PROTOCOLS = ("knn", "linear", "kmeans", "class_retrieval")
+# evaluation on two CPU cores (k-means on raw pixels, ten initialisations); fine-tuning trains six
+# networks.
+PROTOCOLS = ("knn", "linear", "kmeans", "class_retrieval", "finetune")
 DEFAULT_PROTOCOLS = ("knn", "linear")
 
 
@@ -322,9 +325,10 @@ def evaluate(run: Run, out_dir: Path, protocols: Sequence[str] = DEFAULT_PROTOCO
     Args:
         run: a trained run (:meth:`Run.load`).
         out_dir: its run folder.
-        protocols: of ``knn`` and ``linear`` (probes), ``kmeans`` (clustering NMI and ARI) and
-            ``class_retrieval`` (precision@1, MAP@R), where the modality scores them; default: kNN and
-            the linear probe (DEFAULT_PROTOCOLS).
+        protocols: of ``knn`` and ``linear`` (probes), ``kmeans`` (clustering NMI and ARI),
+            ``class_retrieval`` (precision@1, MAP@R) and ``finetune`` (the whole encoder trained on 1 %,
+            10 % and 100 % of the labels, beside the network from scratch), where the modality scores
+            them; default: kNN and the linear probe (DEFAULT_PROTOCOLS).
     """
     for protocol in protocols:
         if protocol not in PROTOCOLS:

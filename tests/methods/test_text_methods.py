@@ -171,6 +171,23 @@ def test_a_text_encoder_is_scored_per_kind_of_test_split():
     assert -1 <= results["sts_spearman"] <= 1 and 0 <= results["topics_linear_top1"] <= 1
 
 
+def test_labelled_sentences_are_clustered_retrieved_and_fine_tuned_when_asked():
+    from contrastkit.config import Config
+    from contrastkit.data import TextSplits
+    from contrastkit.modalities.text import score_text_encoder
+
+    torch.manual_seed(0)
+    labelled = TextDataset(SENTENCES, labels=torch.arange(12) % 2)
+    sets = {"topics": TextSplits("topics", labelled, labelled, ["dogs", "cats"])}
+    results = score_text_encoder(TinyTextEncoder(dropout=0.0), sets, device=torch.device("cpu"),
+                                 protocols=("kmeans", "class_retrieval", "finetune"), config=Config(finetune_epochs=1))
+    for key in ("topics_kmeans_nmi", "topics_kmeans_ari", "topics_class_retrieval_map_at_r",
+                "topics_finetune_1pct_top1", "topics_finetune_100pct_f1"):
+        assert -1 <= results[key] <= 1, key
+    assert results["topics_finetune_1pct_labels"] == 2 and results["topics_finetune_100pct_labels"] == 12
+    assert not any(key.startswith("scratch_") for key in results)  # text's baseline is the base model
+
+
 @needs_minilm
 @pytest.mark.skipif(not (SHARED_DATA / "stsb").is_dir(), reason="needs ../shared/data/stsb (STS-B)")
 def test_cosent_on_scored_pairs_is_scored_on_stsb_beside_the_base_model(tmp_path, capsys, run_cli):

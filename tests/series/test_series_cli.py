@@ -39,6 +39,32 @@ def test_a_ts2vec_run_scores_the_representation_beside_raw_baselines(tmp_path, r
     assert config["series"] == {"pooling": "max"}  # TS2Vec's one maximum (a pyramid is series.pooling=pyramid)
 
 
+def test_series_runs_are_clustered_and_retrieved_when_asked(tmp_path, capsys, run_cli):
+    out = tmp_path / "run"
+    assert run_cli("train", "--method", "simclr", "--dataset", "gunpoint", "--out", str(out), "epochs=1",
+                   "progress=false", "plot=false", "evaluate=false") == 0
+    assert run_cli("eval", str(out), "--protocol", "kmeans", "--protocol", "class_retrieval") == 0
+    assert "kmeans_nmi" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert -1 <= summary["kmeans_ari"] <= 1  # adjusted for chance: below 0 for worse than chance
+    for key in ("kmeans_nmi", "class_retrieval_precision_at_1", "class_retrieval_map_at_r"):
+        assert 0 <= summary[key] <= 1, key
+
+
+def test_a_series_run_is_fine_tuned_on_its_own_series():
+    # The protocol's 100-step floor is minutes of a dilated CNN on two cores: the run's task is
+    # checked here, and a few steps of it trained.
+    from contrastkit.evaluate import label_fraction_scores
+
+    run = Run(resolve(Config(method="simclr", dataset="gunpoint", progress=False)))
+    task = run.modality.fine_tune_task(run)
+    assert task.train_inputs is run.splits.train.values and task.test_inputs is run.splits.test.values
+    assert task.num_classes == 2 and task.transform is None
+    scores = label_fraction_scores(run.method.backbone, task, (0.1,), epochs=1, min_steps=2, batch_size=8)
+    assert scores["finetune_10pct_labels"] == 5  # 10 % of GunPoint's 24 and 26 training series, rounded
+    assert 0 <= scores["finetune_10pct_top1"] <= 1 and 0 <= scores["scratch_finetune_10pct_top1"] <= 1
+
+
 def test_simclr_trains_on_series_views_and_a_pyramid(tmp_path, run_cli):
     out = tmp_path / "simclr"
     assert run_cli("train", "--method", "simclr", "--dataset", "gunpoint", "--out", str(out), "epochs=2",

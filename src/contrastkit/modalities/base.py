@@ -32,8 +32,9 @@ from torch import Tensor
 
 from contrastkit.data.device_loader import BatchLoader, DeviceLoader
 from contrastkit.errors import ConfigError
-from contrastkit.evaluate import (class_retrieval_scores, classification_metrics, extract_features, kmeans_scores,
-                                  knn_predict, linear_probe)
+from contrastkit.evaluate import (FineTuneTask, class_retrieval_scores, classification_metrics, extract_features,
+                                  kmeans_scores, knn_predict, label_fraction_scores, linear_probe)
+from contrastkit.evaluate.fine_tune import LABEL_FRACTIONS, fraction_name
 from contrastkit.methods import METHODS
 from contrastkit.registry import Registry
 
@@ -199,6 +200,13 @@ class Modality:
         """Frozen backbone features (float32, CPU) and labels of one split."""
         return extract_features(run.method.backbone, self.inputs(data), device=run.device), data.labels
 
+    def fine_tune_task(self, run: BuiltRun) -> FineTuneTask | None:
+        """The labelled train and test splits as the encoder takes them, for the ``finetune``
+        protocol; None where the run cannot be fine-tuned (the reason printed)."""
+        splits = run.splits
+        return FineTuneTask(self.inputs(splits.train), splits.train.labels, self.inputs(splits.test),
+                            splits.test.labels, num_classes=len(splits.classes))
+
     def raw_inputs(self, run: BuiltRun) -> tuple[Tensor, Tensor] | None:
         """The raw train and test inputs as flat float rows, the baseline the encoder should beat;
         None where there is none."""
@@ -221,12 +229,14 @@ class Modality:
 
 
 def probe_results(modality: Modality, run: BuiltRun, protocols: Sequence[str]) -> dict[str, Any]:
-    """The ``protocols``' metrics of the frozen features on the test split, beside the same on the raw
-    inputs (``raw_`` keys, when ``raw_baseline``); empty for data without two classes. ``knn`` and
-    ``linear`` classify the test split from the train split (top-1, precision, recall, F1);
-    ``kmeans`` clusters the test split into as many clusters as classes (NMI, ARI);
+    """The ``protocols``' metrics of the encoder on the test split, beside the same on the raw inputs
+    (``raw_`` keys, when ``raw_baseline``); empty for data without two classes. ``knn`` and
+    ``linear`` classify the test split from the train split's frozen features (top-1, precision,
+    recall, F1); ``kmeans`` clusters the test split into as many clusters as classes (NMI, ARI);
     ``class_retrieval`` retrieves each test item among the others by class (precision@1,
-    R-precision, MAP@R, as pytorch-metric-learning's AccuracyCalculator)."""
+    R-precision, MAP@R, as pytorch-metric-learning's AccuracyCalculator); ``finetune`` trains the
+    whole encoder on 1 %, 10 % and 100 % of the labels, beside the network trained from scratch
+    (``scratch_`` keys, :func:`fine_tune_results`)."""
     config = run.config
     num_classes = len(run.splits.classes)
     if num_classes == 1:
@@ -236,29 +246,54 @@ def probe_results(modality: Modality, run: BuiltRun, protocols: Sequence[str]) -
         return {}
     if num_classes == 0:  # unlabelled (a caption table: scored by retrieval instead)
         return {}
-    train_features, train_labels = run.features("train")
-    test_features, test_labels = run.features("test")
-    inputs = {"": (train_features, test_features)}
-    raw = modality.raw_inputs(run) if config.raw_baseline else None
-    if raw is not None:
-        inputs["raw_"] = raw
+    frozen = [protocol for protocol in protocols if protocol != "finetune"]
     results: dict[str, Any] = {}
-    for prefix, (train_x, test_x) in inputs.items():
-        for protocol in protocols:
-            if protocol == "kmeans":
-                metrics = kmeans_scores(test_x, test_labels, num_classes=num_classes, seed=config.seed)
-            elif protocol == "class_retrieval":
-                metrics = class_retrieval_scores(test_x, test_labels)
-            else:
-                if protocol == "knn":
-                    predicted = knn_predict(train_x, train_labels, test_x, k=min(config.knn_k, len(train_labels)),
-                                            temperature=config.knn_temperature, num_classes=num_classes)
-                else:
-                    predicted = linear_probe(train_x, train_labels, test_x, num_classes=num_classes,
-                                             weight_decay=config.linear_weight_decay)
-                metrics = classification_metrics(test_labels, predicted, num_classes=num_classes)
-            results.update({f"{prefix}{protocol}_{key}": round(value, 4) for key, value in metrics.items()})
+    if frozen:
+        train_features, train_labels = run.features("train")
+        test_features, test_labels = run.features("test")
+        inputs = {"": (train_features, test_features)}
+        raw = modality.raw_inputs(run) if config.raw_baseline else None
+        if raw is not None:
+            inputs["raw_"] = raw
+        for prefix, (train_x, test_x) in inputs.items():
+            for protocol in frozen:
+                metrics = frozen_scores(protocol, train_x, train_labels, test_x, test_labels, num_classes, config)
+                results.update({f"{prefix}{protocol}_{key}": round(value, 4) for key, value in metrics.items()})
+    if "finetune" in protocols:
+        results.update(fine_tune_results(modality, run))
     return results
+
+
+def frozen_scores(protocol: str, train_x: Tensor, train_labels: Tensor, test_x: Tensor, test_labels: Tensor,
+                  num_classes: int, config: "Config") -> dict[str, float]:
+    """One protocol's metrics of frozen features (or raw inputs): ``knn``, ``linear``, ``kmeans`` or
+    ``class_retrieval``, with the run's settings (``knn_k``, ``knn_temperature``, ``linear_weight_decay``,
+    ``seed``)."""
+    if protocol == "kmeans":
+        return kmeans_scores(test_x, test_labels, num_classes=num_classes, seed=config.seed)
+    if protocol == "class_retrieval":
+        return class_retrieval_scores(test_x, test_labels)
+    if protocol == "knn":
+        predicted = knn_predict(train_x, train_labels, test_x, k=min(config.knn_k, len(train_labels)),
+                                temperature=config.knn_temperature, num_classes=num_classes)
+    else:
+        predicted = linear_probe(train_x, train_labels, test_x, num_classes=num_classes,
+                                 weight_decay=config.linear_weight_decay)
+    return classification_metrics(test_labels, predicted, num_classes=num_classes)
+
+
+def fine_tune_results(modality: Modality, run: BuiltRun, *, scratch: bool | None = None) -> dict[str, Any]:
+    """The ``finetune`` protocol: copies of the run's encoder fine-tuned on class-balanced 1 %, 10 % and
+    100 % of the training labels (``finetune_<1pct|10pct|100pct>_<metric>``), beside the same network
+    from scratch (``scratch_finetune_...``, when ``scratch``, default ``raw_baseline``), for
+    ``finetune_epochs`` (at least 100 steps), seeded by the run's seed."""
+    config = run.config
+    task = modality.fine_tune_task(run)
+    if task is None:
+        return {}
+    scores = label_fraction_scores(run.method.backbone, task, LABEL_FRACTIONS, epochs=config.finetune_epochs,
+                                   seed=config.seed, scratch=config.raw_baseline if scratch is None else scratch)
+    return {key: round(value, 4) for key, value in scores.items()}
 
 
 PROTOCOL_NAMES = {"knn": "kNN", "linear": "linear probe", "kmeans": "k-means", "class_retrieval": "retrieval"}
@@ -268,14 +303,38 @@ SHOWN_METRICS = {"knn": ("top1", "f1"), "linear": ("top1", "f1"), "kmeans": ("nm
 
 
 def format_results(results: dict[str, Any], protocols: Sequence[str], raw_name: str) -> str:
-    """The protocols' main figures as a table, with the raw-input baseline's column where it was scored."""
+    """The protocols' main figures as a table, with the raw-input baseline's column where it was scored,
+    and the fine-tuning table (:func:`format_fine_tune`) where it was run."""
     raw = any(key.startswith("raw_") for key in results)
     lines = [f"{'protocol':<14}{'metric':<15}{'encoder':>9}" + (f"{raw_name:>12}" if raw else "")]
     for protocol in protocols:
+        if protocol == "finetune":
+            continue
         for metric in SHOWN_METRICS[protocol]:
             line = f"{PROTOCOL_NAMES[protocol]:<14}{metric:<15}{results[f'{protocol}_{metric}']:>9.4f}"
             if raw:
                 line += f"{results[f'raw_{protocol}_{metric}']:>12.4f}"
+            lines.append(line)
+    table = "\n".join(lines) if len(lines) > 1 else ""
+    fine_tuned = format_fine_tune(results)
+    return "\n\n".join(part for part in (table, fine_tuned) if part)
+
+
+def format_fine_tune(results: dict[str, Any]) -> str:
+    """The ``finetune`` protocol's top-1 and F1 per label fraction, beside training from scratch where
+    it was run; empty where fine-tuning was not run."""
+    fractions = [fraction for fraction in LABEL_FRACTIONS if f"finetune_{fraction_name(fraction)}_top1" in results]
+    if not fractions:
+        return ""
+    scratch = f"scratch_finetune_{fraction_name(fractions[0])}_top1" in results
+    lines = [f"{'fine-tuning':<14}{'labels':>7}{'metric':>7}{'encoder':>9}" + (f"{'scratch':>10}" if scratch else "")]
+    for fraction in fractions:
+        name = fraction_name(fraction)
+        for metric in ("top1", "f1"):
+            line = (f"{f'{fraction:.0%}':<14}{results[f'finetune_{name}_labels']:>7}{metric:>7}"
+                    f"{results[f'finetune_{name}_{metric}']:>9.4f}")
+            if scratch:
+                line += f"{results[f'scratch_finetune_{name}_{metric}']:>10.4f}"
             lines.append(line)
     return "\n".join(lines)
 

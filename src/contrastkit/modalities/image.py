@@ -21,7 +21,7 @@ from contrastkit.data.images import is_cifar_size
 from contrastkit.data.device_loader import BatchLoader
 from contrastkit.data.streaming import StreamedImages, StreamLoader
 from contrastkit.errors import ContrastkitError
-from contrastkit.evaluate import extract_features
+from contrastkit.evaluate import FineTuneTask, extract_features
 from contrastkit.methods import METHODS, Method
 from contrastkit.modalities.base import Built, BuiltRun, Modality, register_modality
 from contrastkit.models import create_backbone, list_backbones
@@ -135,6 +135,15 @@ class ImageModality(Modality):
         features = extract_features(run.method.backbone, data.images, run.augment.eval_view, device=run.device,
                                     channels_last=run.config.channels_last)
         return features, data.labels
+
+    def fine_tune_task(self, run: BuiltRun) -> FineTuneTask | None:
+        if isinstance(run.splits.train.images, StreamedImages):
+            print("note: no fine-tuning of streamed images yet (it would decode the training set at every epoch); "
+                  "hold them in memory (data_placement=host) to fine-tune.", flush=True)
+            return None
+        task = super().fine_tune_task(run)
+        task.transform = run.augment.eval_view  # uint8 -> the normalised floats the encoder was trained on
+        return task
 
     def raw_inputs(self, run: BuiltRun) -> tuple[Tensor, Tensor] | None:
         if isinstance(run.splits.train.images, StreamedImages):

@@ -1,6 +1,7 @@
 """Time series: UCR/UEA classification sets through aeon (NaN-padded, z-normalised, resident on the
 device); a 1-D encoder pooled to one vector per series; series views; an RBF SVM (TS2Vec's protocol),
-kNN and linear probes beside 1-NN Euclidean and 1-NN DTW on the raw series.
+kNN and linear probes beside 1-NN Euclidean and 1-NN DTW on the raw series; k-means, class retrieval
+and fine-tuning where asked for.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from contrastkit.errors import ContrastkitError
 from contrastkit.evaluate import classification_metrics, knn_predict, linear_probe
 from contrastkit.evaluate.series import one_nn_dtw, one_nn_euclidean, svm_probe
 from contrastkit.methods import Method
-from contrastkit.modalities.base import Built, BuiltRun, Modality, register_modality
+from contrastkit.modalities.base import (Built, BuiltRun, Modality, fine_tune_results, format_fine_tune, frozen_scores,
+                                         register_modality)
 from contrastkit.models import create_backbone
 from contrastkit.models.series import SERIES_POOLINGS, list_series_backbones, pooled
 
@@ -77,7 +79,9 @@ class SeriesModality(Modality):
 
     def evaluate(self, run: BuiltRun, protocols: Sequence[str]) -> dict[str, Any]:
         """kNN, linear probe and an RBF SVM (TS2Vec's protocol) on the frozen representation of the
-        official test split, beside 1-NN Euclidean and 1-NN DTW on the raw series."""
+        official test split, beside 1-NN Euclidean and 1-NN DTW on the raw series; k-means and class
+        retrieval of the representation, and fine-tuning beside training from scratch, where asked
+        for (:func:`contrastkit.modalities.base.probe_results`)."""
         config = run.config
         num_classes = len(run.splits.classes)
         (train_x, train_y), (test_x, test_y) = run.features("train"), run.features("test")
@@ -96,9 +100,20 @@ class SeriesModality(Modality):
         for name, predicted in predictions.items():
             metrics = classification_metrics(test_y, predicted, num_classes=num_classes)
             results.update({f"{name}_{key}": round(value, 4) for key, value in metrics.items()})
-        print("\n".join([f"{'protocol':<20}{'top1':>8}{'f1':>8}"] + [
-            f"{name:<20}{results[f'{name}_top1']:>8.4f}{results[f'{name}_f1']:>8.4f}" for name in predictions]),
-            flush=True)
+        lines = [f"{'protocol':<20}{'top1':>8}{'f1':>8}"] + [
+            f"{name:<20}{results[f'{name}_top1']:>8.4f}{results[f'{name}_f1']:>8.4f}" for name in predictions]
+        # Clustering and retrieval of the representation; the raw series' NaN padding has no
+        # distance of its own, so their baselines are the 1-NN rows above.
+        for protocol, shown in (("kmeans", ("nmi", "ari")), ("class_retrieval", ("precision_at_1", "map_at_r"))):
+            if protocol in protocols:
+                metrics = frozen_scores(protocol, train_x, train_y, test_x, test_y, num_classes, config)
+                results.update({f"{protocol}_{key}": round(value, 4) for key, value in metrics.items()})
+                lines += [f"{f'{protocol}_{key}':<28}{results[f'{protocol}_{key}']:>8.4f}" for key in shown]
+        if "finetune" in protocols:
+            fine_tuned = fine_tune_results(self, run)
+            results.update(fine_tuned)
+            lines += ["", format_fine_tune(fine_tuned)]
+        print("\n".join(lines), flush=True)
         return results
 
 

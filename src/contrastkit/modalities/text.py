@@ -18,10 +18,11 @@ from contrastkit.data import TextLoader, TextSplits, list_text_datasets, load_te
 from contrastkit.data.device_loader import BatchLoader
 from contrastkit.data.text import TEXT_DATASETS
 from contrastkit.errors import ContrastkitError, DatasetError
-from contrastkit.evaluate import (classification_metrics, extract_text_features, linear_probe, retrieval_recall,
-                                  sts_spearman)
+from contrastkit.evaluate import (FineTuneTask, classification_metrics, extract_text_features, label_fraction_scores,
+                                  linear_probe, retrieval_recall, sts_spearman)
+from contrastkit.evaluate.fine_tune import LABEL_FRACTIONS
 from contrastkit.methods import Method
-from contrastkit.modalities.base import Built, BuiltRun, Modality, register_modality
+from contrastkit.modalities.base import Built, BuiltRun, Modality, frozen_scores, register_modality
 from contrastkit.models import create_backbone
 from contrastkit.models.text import DEFAULT_TEXT_ENCODER
 
@@ -81,19 +82,19 @@ class TextModality(Modality):
 
     def evaluate(self, run: BuiltRun, protocols: Sequence[str]) -> dict[str, Any]:
         """The run's scores (:func:`score_text_encoder`) beside the encoder's before training
-        (``raw_baseline``); the probes of ``protocols`` do not apply to sentence encoders."""
+        (``raw_baseline``): STS, the linear probe and retrieval always; k-means, class retrieval and
+        fine-tuning on labelled sentences where ``protocols`` asks for them."""
         config = run.config
         sets = text_eval_sets(config, run.splits)
         if not sets:
             print(f"note: nothing to score {config.dataset} on (no test split, no STS-B under data_root)", flush=True)
             return {}
-        results = score_text_encoder(run.method.backbone, sets, device=run.device,
-                                     linear_weight_decay=config.linear_weight_decay, seed=config.seed)
+        settings = dict(device=run.device, protocols=protocols, config=config)
+        results = score_text_encoder(run.method.backbone, sets, **settings)
         if config.raw_baseline:
             base = create_backbone(config.backbone, pooling=config.pooling, max_length=config.max_length)
-            results.update({f"base_{key}": value for key, value in score_text_encoder(
-                base.to(run.device), sets, device=run.device, linear_weight_decay=config.linear_weight_decay,
-                seed=config.seed).items()})
+            results.update({f"base_{key}": value
+                            for key, value in score_text_encoder(base.to(run.device), sets, **settings).items()})
         lines = [f"{'metric':<28}{'encoder':>9}" + (f"{'base model':>12}" if config.raw_baseline else "")]
         for key, value in results.items():
             if key.startswith("base_"):
@@ -125,17 +126,22 @@ def text_eval_sets(config: Config, splits: TextSplits) -> dict[str, TextSplits]:
 
 
 def score_text_encoder(encoder: nn.Module, sets: dict[str, TextSplits], *, device: torch.device,
-                       linear_weight_decay: float = 1e-3, seed: int = 0) -> dict[str, float]:
+                       protocols: Sequence[str] = (), config: Config | None = None) -> dict[str, float]:
     """STS Spearman (scored pairs), linear-probe top-1 and macro-F1 (labelled sentences) and
-    retrieval recall@1/5/10 (pairs) of ``encoder`` on each test split, keyed ``<dataset>_<metric>``.
+    retrieval recall@1/5/10 (pairs) of ``encoder`` on each test split, keyed ``<dataset>_<metric>``;
+    on labelled sentences also k-means NMI / ARI, class retrieval and fine-tuning (the encoder
+    trained on 1 %, 10 % and 100 % of the labels) where ``protocols`` names ``kmeans``,
+    ``class_retrieval`` or ``finetune``.
 
     Args:
         encoder: a text encoder (``tokenize`` and ``forward``, as :class:`contrastkit.models.text.TextEncoder`).
         sets: the datasets to score on, by name (each with a test split).
         device: where the encoder runs.
-        linear_weight_decay: the linear probe's L2 penalty.
-        seed: seed of the training sentences the probe is fitted on (at most 20,000).
+        protocols: the asked-for protocols beside the probe (``knn`` and ``linear`` add nothing).
+        config: the run's evaluation settings (``linear_weight_decay``, ``seed``: of the training
+            sentences the probe is fitted on, at most 20,000; ``finetune_epochs``); default: Config().
     """
+    config = config or Config()
     results: dict[str, float] = {}
 
     def embed(texts: list[str]) -> Tensor:
@@ -153,13 +159,29 @@ def score_text_encoder(encoder: nn.Module, sets: dict[str, TextSplits], *, devic
                             for key, value in retrieval_recall(first[near], second[near]).items()})
         elif test.labels is not None:
             train = splits.train
-            rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:PROBE_TRAIN_LIMIT]
-            train_x = embed([train.texts[row] for row in rows.tolist()])
-            predicted = linear_probe(train_x, train.labels[rows], embed(test.texts), num_classes=len(splits.classes),
-                                     weight_decay=linear_weight_decay)
-            metrics = classification_metrics(test.labels, predicted, num_classes=len(splits.classes))
+            rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
+            rows = rows[:PROBE_TRAIN_LIMIT]
+            train_x, test_x = embed([train.texts[row] for row in rows.tolist()]), embed(test.texts)
+            num_classes = len(splits.classes)
+            predicted = linear_probe(train_x, train.labels[rows], test_x, num_classes=num_classes,
+                                     weight_decay=config.linear_weight_decay)
+            metrics = classification_metrics(test.labels, predicted, num_classes=num_classes)
             results[f"{name}_linear_top1"] = round(metrics["top1"], 4)
             results[f"{name}_linear_f1"] = round(metrics["f1"], 4)
+            for protocol in ("kmeans", "class_retrieval"):
+                if protocol in protocols:
+                    metrics = frozen_scores(protocol, train_x, train.labels[rows], test_x, test.labels, num_classes,
+                                            config)
+                    results.update({f"{name}_{protocol}_{key}": round(value, 4) for key, value in metrics.items()})
+            if "finetune" in protocols:
+                # A pretrained transformer is fine-tuned at about 2e-5; its new head at the usual 1e-3.
+                # The baseline is the base model fine-tuned the same way (the base_ column), not a
+                # transformer trained from scratch on a few hundred sentences.
+                task = FineTuneTask(train.texts, train.labels, test.texts, test.labels, num_classes=num_classes,
+                                    encoder_lr=2e-5)
+                scores = label_fraction_scores(encoder, task, LABEL_FRACTIONS, epochs=config.finetune_epochs,
+                                               seed=config.seed, scratch=False)
+                results.update({f"{name}_{key}": round(value, 4) for key, value in scores.items()})
     return results
 
 
