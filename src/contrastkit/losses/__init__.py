@@ -18,6 +18,7 @@ from contrastkit.losses.pairs import PairInfoNCELoss, pair_info_nce
 from contrastkit.losses.pairwise import (ContrastiveLoss, LogisticLoss, NPairLoss, SigLIPLoss, contrastive_loss,
                                          logistic_loss, n_pair_loss, sigmoid_loss)
 from contrastkit.losses.redundancy import BarlowTwinsLoss, VICRegLoss, barlow_twins_loss, vicreg_loss
+from contrastkit.losses.sampled_softmax import SampledSoftmaxLoss, bpr_loss, sampled_softmax_loss
 from contrastkit.losses.supcon import SupConLoss, supcon_loss
 from contrastkit.losses.swav import SwAVLoss, sinkhorn_knopp, swav_loss
 from contrastkit.losses.tiled import tiled_clip_loss, tiled_info_nce
@@ -31,4 +32,5 @@ __all__ = [
     "dino_loss", "hard_negatives_from_bank", "info_nce", "logistic_loss", "moco_info_nce", "n_pair_loss",
     "negative_cosine_similarity", "pair_info_nce", "semi_hard_triplets", "sigmoid_loss", "sinkhorn_knopp",
     "supcon_loss", "swav_loss", "tiled_clip_loss", "tiled_info_nce", "triplet_loss", "vicreg_loss",
+    "SampledSoftmaxLoss", "bpr_loss", "sampled_softmax_loss",
 ]

@@ -14,6 +14,7 @@ from contrastkit.methods.simsiam import SimSiam
 from contrastkit.methods.supcon import SupCon
 from contrastkit.methods.swav import SwAV
 from contrastkit.methods.ts2vec import TS2Vec
+from contrastkit.methods.recsys import BPRMF, LightGCN, SimGCL, TwoTower, XSimGCL
 
 __all__ = ["BYOL", "CLIP", "CoSENT", "DINO", "METHODS", "BarlowTwins", "Method", "MoCoV2", "MoCoV3", "MomentumMethod",
            "Progress", "SigLIP", "SimCLR", "SimCSE", "SimCSEUnsup", "SimSiam", "SupCon", "SwAV", "TS2Vec", "VICReg",

@@ -13,7 +13,8 @@ from contrastkit.modalities.image import ImageModality
 from contrastkit.modalities.image_text import ImageTextModality
 from contrastkit.modalities.text import TextModality
 from contrastkit.modalities.series import SeriesModality
+from contrastkit.modalities.interactions import InteractionsModality
 
 __all__ = ["MODALITIES", "Built", "BuiltRun", "ImageModality", "ImageTextModality", "Modality", "SeriesModality",
            "Splits", "TextModality", "Views", "format_results", "probe_results", "register_modality",
-           "resolve_modality"]
+           "resolve_modality", "InteractionsModality"]
