@@ -1,6 +1,7 @@
 """Augmentations: batched, device-agnostic image ops and named multi-view presets; sentence
 transforms and the tokenized views of text batches."""
 
+from contrastkit.augment.frames import RandomCrop, RandomShift, center_crop
 from contrastkit.augment.image import (
     BatchTransform,
     ColorJitter,
@@ -33,11 +34,13 @@ __all__ = [
     "MultiView",
     "Normalize",
     "Paraphrase",
+    "RandomCrop",
     "RandomGrayscale",
     "RandomHorizontalFlip",
     "RandomMask",
     "RandomResizedCrop",
     "RandomRotation",
+    "RandomShift",
     "RandomSolarize",
     "SynonymReplacement",
     "TextCompose",
@@ -45,6 +48,7 @@ __all__ = [
     "TextViews",
     "WordDeletion",
     "WordSwap",
+    "center_crop",
     "list_presets",
     "multicrop",
     "params_to",

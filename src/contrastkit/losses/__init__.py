@@ -8,6 +8,7 @@ float64 inputs) even under autocast, and returns a scalar.
 from contrastkit.losses.clip import CLIPLoss, clip_loss
 from contrastkit.losses.cosent import CoSENTLoss, cosent_loss
 from contrastkit.losses.cosine import NegativeCosineSimilarity, negative_cosine_similarity
+from contrastkit.losses.curl import bilinear_info_nce
 from contrastkit.losses.dcl import DCLLoss, dcl_loss
 from contrastkit.losses.dino import DINOLoss, dino_loss
 from contrastkit.losses.info_nce import InfoNCELoss, NTXentLoss, info_nce
@@ -33,4 +34,5 @@ __all__ = [
     "negative_cosine_similarity", "pair_info_nce", "semi_hard_triplets", "sigmoid_loss", "sinkhorn_knopp",
     "supcon_loss", "swav_loss", "tiled_clip_loss", "tiled_info_nce", "triplet_loss", "vicreg_loss",
     "SampledSoftmaxLoss", "bpr_loss", "sampled_softmax_loss",
+    "bilinear_info_nce",
 ]
