@@ -6,10 +6,11 @@ The protocol: every rating is an interaction (RecBole's ML-100K quick start); ea
 interactions split 8/1/1 at random from the seed (RecBole's ``RS``); full ranking over all items
 with the user's training and validation items masked; Recall@20 and NDCG@20 (with @10) on the test
 split of the model after the last epoch (no early stopping on either side); Adam at lr 1e-3, batches
-of 2048 (512 for the in-batch softmax rows), 64-d embeddings, one uniform negative per row, the same epochs for every model. contrastkit
-runs go through ``contrastkit.runs.train``, as ``contrastkit train --dataset ml-100k --method M``
-does. RecBole 1.2.1 reads the split from ``benchmark_filename`` files written to a temporary folder
-(ML-100K may not be redistributed: they are deleted afterwards).
+of 2048 (512 for the in-batch softmax rows), 64-d embeddings, one uniform negative per row, the same
+epochs for every model. contrastkit runs go through ``contrastkit.runs.train``, as
+``contrastkit train --dataset ml-100k --method M`` does. RecBole 1.2.1 reads the split from
+``benchmark_filename`` files written to a temporary folder (ML-100K may not be redistributed: they
+are deleted afterwards).
 
 RecBole needs its dependencies beside the project's environment, not in it::
 
