@@ -9,12 +9,14 @@ unit claims.
 
 from contrastkit.modalities.base import (MODALITIES, Built, BuiltRun, Modality, Splits, Views, format_results,
                                          probe_results, register_modality, resolve_modality)
+# audio claims only fsdd and audio:PATH, which the text unit would otherwise take for a CSV file.
+from contrastkit.modalities.audio import AudioModality
 from contrastkit.modalities.image import ImageModality
 from contrastkit.modalities.image_text import ImageTextModality
 from contrastkit.modalities.text import TextModality
 from contrastkit.modalities.series import SeriesModality
 from contrastkit.modalities.interactions import InteractionsModality
 
-__all__ = ["MODALITIES", "Built", "BuiltRun", "ImageModality", "ImageTextModality", "Modality", "SeriesModality",
-           "Splits", "TextModality", "Views", "format_results", "probe_results", "register_modality",
-           "resolve_modality", "InteractionsModality"]
+__all__ = ["MODALITIES", "AudioModality", "Built", "BuiltRun", "ImageModality", "ImageTextModality",
+           "InteractionsModality", "Modality", "SeriesModality", "Splits", "TextModality", "Views", "format_results",
+           "probe_results", "register_modality", "resolve_modality"]

@@ -1,6 +1,7 @@
-"""Backbones (image networks, Hugging Face text encoders, 1-D series encoders), heads, and the
-building blocks of momentum / queue methods and of GradCache."""
+"""Backbones (image networks, Hugging Face text encoders, 1-D series encoders, audio encoders), heads,
+and the building blocks of momentum / queue methods and of GradCache."""
 
+from contrastkit.models.audio import MelCNN, WaveCNN
 from contrastkit.models.backbones import SmallCNN, create_backbone, list_backbones, register_backbone
 from contrastkit.models.grad_cache import cached_embeddings, grad_cache_step
 from contrastkit.models.heads import HEADS, DINOHead, MLPHead, Prototypes, create_head
@@ -10,7 +11,7 @@ from contrastkit.models.series import ResNet1d, SeriesEncoder, SeriesRNN, Series
 from contrastkit.models.split_batch_norm import SplitBatchNorm, split_batch_norm
 from contrastkit.models.text import TextEncoder, pool
 
-__all__ = ["HEADS", "DINOHead", "MLPHead", "MemoryQueue", "Prototypes", "ResNet1d", "SeriesEncoder", "SeriesRNN",
-           "SeriesTransformer", "SmallCNN", "SplitBatchNorm", "TS2VecEncoder", "TextEncoder", "cached_embeddings",
-           "cosine_momentum", "create_backbone", "create_head", "ema_update", "grad_cache_step", "list_backbones",
-           "momentum_copy", "pool", "register_backbone", "split_batch_norm"]
+__all__ = ["HEADS", "DINOHead", "MLPHead", "MelCNN", "MemoryQueue", "Prototypes", "ResNet1d", "SeriesEncoder",
+           "SeriesRNN", "SeriesTransformer", "SmallCNN", "SplitBatchNorm", "TS2VecEncoder", "TextEncoder", "WaveCNN",
+           "cached_embeddings", "cosine_momentum", "create_backbone", "create_head", "ema_update", "grad_cache_step",
+           "list_backbones", "momentum_copy", "pool", "register_backbone", "split_batch_norm"]
