@@ -78,6 +78,16 @@ def test_rankme_of_exact_rank_k(k):
     assert float(rankme_fraction(equal)) == pytest.approx(k / min(equal.shape), rel=1e-3)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_rankme_of_diverged_embeddings_is_nan_not_an_error(bad):
+    # A loss that overflowed leaves non-finite embeddings, on which torch's SVD raises: the
+    # metric reads NaN instead, which the collapse monitor leaves unjudged.
+    z = torch.randn(16, 8)
+    z[3, 2] = bad
+    assert math.isnan(float(rankme(z))) and math.isnan(float(rankme_fraction(z)))
+    assert float(rankme(torch.nan_to_num(z, posinf=0.0))) > 1
+
+
 def test_rankme_matches_numpy_and_is_bounded_by_batch(pair):
     z_a, _ = pair
     check_scalar(rankme(z_a), reference_rankme(z_a.numpy()), rel=1e-4)

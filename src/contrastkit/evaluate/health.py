@@ -142,10 +142,16 @@ def _rankme_of(z: Tensor, eps: float) -> Tensor:
         # float32 even on the CPU: the entropy only needs the singular values to about 1e-4 of the
         # largest (smaller ones add at most -p log p ~ 1e-3 in all), float32 gives ~1e-6, and a
         # float64 SVD is many times slower on GPUs.
-        singular = torch.linalg.svdvals(z.float())
+        z = z.float()
+        # The SVD raises on a non-finite input rather than returning NaN: a diverged step's
+        # embeddings read as NaN instead (which the collapse monitor leaves unjudged), decided on
+        # the device, without a host sync.
+        finite = torch.isfinite(z).all()
+        singular = torch.linalg.svdvals(torch.where(finite, z, torch.zeros_like(z)))
         # clamp: an all-zero matrix would give 0/0; with it every p_k = eps and RankMe ~ 1.
         p = singular / singular.sum().clamp_min(torch.finfo(torch.float32).tiny) + eps
-        return torch.exp(-(p * torch.log(p)).sum())
+        rank = torch.exp(-(p * torch.log(p)).sum())
+        return torch.where(finite, rank, torch.full_like(rank, float("nan")))
 
 
 def rankme(z: Tensor, eps: float = 1e-7) -> Tensor:
@@ -171,7 +177,8 @@ def rankme(z: Tensor, eps: float = 1e-7) -> Tensor:
         eps: added to each p_k, the paper's 1e-7, so that log p_k is finite.
 
     Returns:
-        A 0-dim float32 tensor on ``z``'s device.
+        A 0-dim float32 tensor on ``z``'s device; NaN where ``z`` holds a NaN or an infinity (the
+        embeddings of a diverged step), where the SVD itself would raise.
 
     Example:
         >>> basis = torch.linalg.qr(torch.randn(32, 3)).Q.T  # 3 orthonormal rows
