@@ -54,6 +54,17 @@ def _version() -> str:
         return __version__
 
 
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of FLAG_KEYS (but --out) and --config, shared by `train` and `tune`."""
+    parser.add_argument("--config", type=Path, help="YAML file of config keys")
+    parser.add_argument("--method", help="self-supervised method (default simclr)")
+    parser.add_argument("--dataset", help="dataset name, ImageFolder path or folder of tar shards (default mnist)")
+    parser.add_argument("--backbone", help="backbone name (default: the dataset's recipe)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="contrastkit", description="Contrastive and self-supervised "
                      "representation learning: pretrain, evaluate, embed, plot.")
@@ -61,13 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="pretrain an encoder, then evaluate and plot it")
-    train.add_argument("--config", type=Path, help="YAML file of config keys")
-    train.add_argument("--method", help="self-supervised method (default simclr)")
-    train.add_argument("--dataset", help="dataset name, ImageFolder path or folder of tar shards (default mnist)")
-    train.add_argument("--backbone", help="backbone name (default: the dataset's recipe)")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    _add_config_flags(train)
     train.add_argument("--out", help="run folder (default runs/<method>-<dataset>-<time>)")
     start = train.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -118,13 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--resume", action="store_true", help="continue the study in --study (after a kill or Ctrl-C)")
     tune.add_argument("--metric", help="summary.json score to maximise (default knn_top1)")
     # Every trial starts from these, as `train` takes them; the searched keys override them.
-    tune.add_argument("--config", type=Path, help="YAML file of config keys")
-    tune.add_argument("--method", help="self-supervised method (default simclr)")
-    tune.add_argument("--dataset", help="dataset name or path (default mnist)")
-    tune.add_argument("--backbone", help="backbone name (default: the dataset's recipe)")
-    tune.add_argument("--epochs", type=int)
-    tune.add_argument("--batch-size", type=int)
-    tune.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    _add_config_flags(tune)
     tune.add_argument("overrides", nargs="*", metavar="key=value", help="config keys every trial starts from")
     tune.set_defaults(out=None)  # each trial's folder is set by tune; _config_values reads every flag of FLAG_KEYS
 
