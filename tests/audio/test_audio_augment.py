@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from contrastkit.augment.audio import (AddNoise, AudioViews, FrequencyMasking, Gain, RandomTimeCrop, TimeMasking,
-                                       TimeShift, audio_preset, observed_lengths)
+from contrastkit.augment.audio import (AddNoise, AudioViews, FrequencyMasking, Gain, RandomTimeCrop,
+                                       SpeedPerturbation, TimeMasking, TimeShift, audio_preset, observed_lengths)
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.models.audio import LogMel
 
@@ -23,7 +23,8 @@ def _seeded(op, x, seed=3):
 
 
 @pytest.mark.parametrize("op", [RandomTimeCrop(0.5), Gain(), AddNoise(probability=1.0), TimeShift(0.3),
-                                FrequencyMasking(5), TimeMasking(5)], ids=lambda op: type(op).__name__)
+                                SpeedPerturbation(), FrequencyMasking(5), TimeMasking(5)],
+                         ids=lambda op: type(op).__name__)
 def test_each_op_is_reproducible_from_its_seed_and_differs_across_seeds(op):
     x = _clips()[0] if not isinstance(op, (FrequencyMasking, TimeMasking)) else torch.randn(6, 1, 20, 30)
     assert torch.equal(_seeded(op, x), _seeded(op, x))
@@ -98,6 +99,56 @@ def test_spec_augment_masks_bands_of_at_most_the_width_with_the_clip_mean(op_cla
     assert torch.equal(_seeded(op_class(0), x), x)
 
 
+def test_speed_one_is_the_identity():
+    x, _ = _clips()
+    assert torch.equal(_seeded(SpeedPerturbation(1.0, 1.0), x), x)
+
+
+@pytest.mark.parametrize("factor", [0.75, 0.9, 1.1, 1.6])
+def test_speed_perturbation_samples_each_clip_at_the_factor_times_the_time(factor):
+    x, lengths = _clips(batch=4, length=300)
+    got = _seeded(SpeedPerturbation(factor, factor), x.double())
+    for clip, length, played in zip(x.double(), lengths.tolist(), got):
+        # An independent reference: numpy's linear interpolation over the observed samples.
+        import numpy as np
+        times = np.arange(300) * float(torch.tensor(factor))  # the factor is drawn in float32
+        keep = times <= length - 1
+        expected = np.where(keep, np.interp(times, np.arange(length), clip[0, :length].numpy()), 0.0)
+        assert np.allclose(played[0].numpy(), expected, atol=1e-12)
+        new_length = min(300, int(np.floor((length - 1) / factor)) + 1)
+        assert int(observed_lengths(played[None])[0]) <= new_length
+        assert not played[0, new_length:].any()
+
+
+def test_speed_factors_are_drawn_per_clip_within_the_range():
+    x = torch.zeros(64, 1, 1000)
+    x[:, 0, :500] = 1.0  # a constant 500-sample clip plays for about 500 / f samples
+    got = observed_lengths(_seeded(SpeedPerturbation(0.8, 1.25), x)).double()
+    factors = 499 / (got - 1)
+    assert ((factors > 0.8 - 0.01) & (factors < 1.25 + 0.01)).all() and factors.std() > 0.05
+
+
+def test_cola_views_are_two_segments_of_the_clip_without_other_changes():
+    x, lengths = _clips(length=800, shortest=600)
+    first, second = audio_preset("cola")(x, generator=torch.Generator().manual_seed(0))
+    for views in (first, second):
+        for clip, view, length in zip(x, views, lengths.tolist()):
+            width = int(observed_lengths(view[None])[0])
+            assert width >= 0.5 * length - 1
+            windows = clip[0].unfold(0, width, 1)
+            assert (windows == view[0, :width]).all(dim=1).any()
+    assert not torch.equal(first, second)
+
+
+def test_simclr_views_with_speed_differ_from_those_without():
+    x, _ = _clips(length=800)
+    plain = audio_preset("simclr")(x, generator=torch.Generator().manual_seed(0))
+    sped = audio_preset("simclr", speed=0.1)(x, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(plain[0], sped[0])
+    with pytest.raises(ConfigError, match=r"speed must be a number in \[0, 1\)"):
+        audio_preset("simclr", speed=1.5)
+
+
 def test_views_are_log_mels_with_a_front_end_and_waveforms_without():
     x, _ = _clips(length=800)
     waveform_views = audio_preset("simclr")(x, generator=torch.Generator().manual_seed(0))
@@ -123,3 +174,5 @@ def test_bad_settings_and_inputs_say_what_to_give():
         Gain()(torch.ones(2, 1, 4, dtype=torch.long))
     with pytest.raises(ConfigError, match="at least one transform"):
         AudioViews([])
+    with pytest.raises(ConfigError, match="speed factors must be > 0"):
+        SpeedPerturbation(0.0, 1.0)

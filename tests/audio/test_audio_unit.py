@@ -87,16 +87,26 @@ def test_supcon_trains_on_speakers_through_the_cli(tmp_path, corpus, run_cli, ca
     assert "audio encoder" in capsys.readouterr().err
 
 
-def test_unseen_test_speakers_are_scored_by_verification_only(tmp_path, corpus, capsys):
+@pytest.mark.parametrize("method,preset", [("supcon", None), ("aam_softmax", None), ("simclr", "cola")])
+def test_unseen_test_speakers_are_scored_by_verification_only(tmp_path, corpus, capsys, method, preset):
     corpus(tmp_path / "clips", per_class=8)
     rows = ["path,label,speaker,split"] + [f"{label}/{index:02d}.wav,{label},s{index % 4},"
                                            f"{'test' if index % 4 >= 2 else 'train'}"
                                            for label in ("low", "high") for index in range(8)]
     (tmp_path / "clips" / "clips.csv").write_text("\n".join(rows) + "\n")
-    config = config_module.update(Config(dataset=f"audio:{tmp_path / 'clips' / 'clips.csv'}", method="supcon",
-                                         backbone="wave_cnn", epochs=1, batch_size=8, device="cpu",
+    config = config_module.update(Config(dataset=f"audio:{tmp_path / 'clips' / 'clips.csv'}", method=method,
+                                         backbone="wave_cnn", epochs=1, batch_size=8, device="cpu", preset=preset,
                                          out=str(tmp_path / "run"), progress=False, plot=False),
                                   {"audio.seconds": 0.5, "audio.target": "speaker"})
     summary = json.loads((runs.train(config) / "summary.json").read_text())
     assert "unseen speakers" in capsys.readouterr().out
     assert "knn_top1" not in summary and 0 <= summary["eer"] <= 1 and 0 <= summary["raw_eer"] <= 1
+    # Reloaded, the run is rebuilt as trained: AAM-softmax's classifier sized by the speakers' names.
+    run = runs.Run.load(tmp_path / "run")
+    if method == "aam_softmax":
+        assert run.method.criterion.weight.shape == (4, run.method.backbone.feature_dim)
+
+
+def test_aam_softmax_trains_on_audio_only(tmp_path, run_cli, capsys):
+    assert run_cli("train", "--dataset", "digits", "--method", "aam_softmax", "--out", str(tmp_path / "run")) == 2
+    assert "aam_softmax" in capsys.readouterr().err

@@ -14,6 +14,7 @@ Waveform ops:
 * :class:`AddNoise`: white Gaussian noise at a signal-to-noise ratio drawn uniformly in decibels
   (signal power measured over the clip's observed part).
 * :class:`TimeShift`: each clip rolled circularly within its observed part by a random share.
+* :class:`SpeedPerturbation`: each clip played faster or slower by a random factor (tempo and pitch).
 
 Log-mel ops (SpecAugment, Park et al., 2019), on (B, 1, n_mels, frames):
 
@@ -41,7 +42,7 @@ from torch import Tensor
 from contrastkit._checks import check_ndim
 from contrastkit.errors import ConfigError, InputError
 
-AUDIO_PRESETS = ("simclr",)
+AUDIO_PRESETS = ("simclr", "cola")
 AudioTransform = Callable[..., Tensor]
 
 
@@ -193,6 +194,40 @@ class TimeShift:
         return x.gather(2, source[:, None, :].expand(-1, x.shape[1], -1))
 
 
+class SpeedPerturbation:
+    """Play each clip faster or slower by a factor f drawn uniformly in [min_factor, max_factor]
+    (Kaldi's speed perturbation, which shifts tempo and pitch together): output sample j is the
+    clip at time j * f, linearly interpolated, so the observed length becomes about length / f;
+    past it (and past the buffer's end when slowed) the clip is cut and zero.
+
+    Example:
+        >>> clip = torch.arange(1.0, 9.0).view(1, 1, 8)
+        >>> SpeedPerturbation(2.0, 2.0)(clip, torch.Generator().manual_seed(0))
+        tensor([[[1., 3., 5., 7., 0., 0., 0., 0.]]])
+    """
+
+    def __init__(self, min_factor: float = 0.9, max_factor: float = 1.1) -> None:
+        self.min_factor, self.max_factor = _check_range("speed factors (min_factor, max_factor)", min_factor,
+                                                        max_factor)
+        if self.min_factor <= 0:
+            raise ConfigError(f"speed factors must be > 0 (1.0 keeps the speed), got {min_factor!r}.")
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_batch(x, 3, "(B, 1, L)")
+        factor = self.min_factor + (self.max_factor - self.min_factor) * _uniform((x.shape[0],), x, generator)
+        lengths = observed_lengths(x)
+        # Positions in float64: at a million samples float32 would round them by more than a sample.
+        position = torch.arange(x.shape[-1], device=x.device, dtype=torch.float64)[None, :] * factor[:, None].double()
+        left = position.floor().long()
+        inside = (position <= (lengths[:, None] - 1)) & (lengths[:, None] > 0)
+        left = torch.minimum(left, (lengths[:, None] - 1).clamp(min=0))
+        right = torch.minimum(left + 1, (lengths[:, None] - 1).clamp(min=0))
+        weight = (position - left).clamp(0, 1).to(x.dtype)[:, None, :]
+        gather = lambda index: x.gather(2, index[:, None, :].expand(-1, x.shape[1], -1))  # noqa: E731
+        played = gather(left) * (1 - weight) + gather(right) * weight
+        return torch.where(inside[:, None, :], played, torch.zeros_like(x))
+
+
 # ----------------------------------------------------------------------------- log-mel ops
 
 
@@ -308,7 +343,10 @@ def audio_preset(name: str, frontend: Callable[[Tensor], Tensor] | None = None, 
       (``max_shift`` 0.1), a gain (``gain_db`` ±6 dB) and white noise at 10 to 30 dB SNR
       (``min_snr_db``, ``max_snr_db``, ``noise_probability`` 0.8); with a log-mel ``frontend``,
       SpecAugment after it: 2 frequency masks of up to ``freq_mask`` 6 bins and 2 time masks of up
-      to ``time_mask`` 10 frames.
+      to ``time_mask`` 10 frames; ``speed`` > 0 adds a speed perturbation by a factor in
+      [1 - speed, 1 + speed] first (off by default: a speaker's pitch is part of who speaks).
+    * ``"cola"``: two segments of one clip as the positives (COLA, Saeed et al., 2021): each view
+      a random time crop of ``min_crop`` 0.5 to all of the clip and nothing else (no SpecAugment).
 
     Args:
         name: the preset.
@@ -320,7 +358,8 @@ def audio_preset(name: str, frontend: Callable[[Tensor], Tensor] | None = None, 
         2
     """
     defaults = {"simclr": dict(min_crop=0.8, max_shift=0.1, gain_db=6.0, min_snr_db=10.0, max_snr_db=30.0,
-                               noise_probability=0.8, freq_mask=6, time_mask=10)}
+                               noise_probability=0.8, freq_mask=6, time_mask=10, speed=0.0),
+                "cola": dict(min_crop=0.5)}
     if name not in defaults:
         raise ConfigError(f"unknown audio preset {name!r}; choose one of {', '.join(AUDIO_PRESETS)}.")
     unknown = sorted(set(options) - set(defaults[name]))
@@ -328,7 +367,15 @@ def audio_preset(name: str, frontend: Callable[[Tensor], Tensor] | None = None, 
         raise ConfigError(f"unknown option(s) {', '.join(unknown)} of audio preset {name!r}; its options: "
                           f"{', '.join(defaults[name])}.")
     settings = {**defaults[name], **options}
-    view = AudioCompose([RandomTimeCrop(settings["min_crop"]), TimeShift(settings["max_shift"]),
+    if name == "cola":
+        segment = RandomTimeCrop(settings["min_crop"])
+        return AudioViews([segment, segment], frontend=frontend)
+    speed = settings["speed"]
+    if not (isinstance(speed, Real) and 0 <= speed < 1):
+        raise ConfigError(f"speed must be a number in [0, 1) (0 turns it off; 0.1 plays at 0.9 to 1.1x), "
+                          f"got {speed!r}.")
+    view = AudioCompose([SpeedPerturbation(1 - speed, 1 + speed)] * (speed > 0) +
+                        [RandomTimeCrop(settings["min_crop"]), TimeShift(settings["max_shift"]),
                          Gain(-settings["gain_db"], settings["gain_db"]),
                          AddNoise(settings["min_snr_db"], settings["max_snr_db"], settings["noise_probability"])])
     spectrogram = [FrequencyMasking(settings["freq_mask"]), TimeMasking(settings["time_mask"])]

@@ -5,6 +5,7 @@ inputs are finite; the trainer turns it off on its hot path), computes in float3
 float64 inputs) even under autocast, and returns a scalar.
 """
 
+from contrastkit.losses.aam_softmax import AAMSoftmaxLoss, aam_softmax_loss
 from contrastkit.losses.clip import CLIPLoss, clip_loss
 from contrastkit.losses.cosent import CoSENTLoss, cosent_loss
 from contrastkit.losses.cosine import NegativeCosineSimilarity, negative_cosine_similarity
@@ -34,5 +35,5 @@ __all__ = [
     "negative_cosine_similarity", "pair_info_nce", "semi_hard_triplets", "sigmoid_loss", "sinkhorn_knopp",
     "supcon_loss", "swav_loss", "tiled_clip_loss", "tiled_info_nce", "triplet_loss", "vicreg_loss",
     "SampledSoftmaxLoss", "bpr_loss", "sampled_softmax_loss",
-    "bilinear_info_nce",
+    "AAMSoftmaxLoss", "aam_softmax_loss", "bilinear_info_nce",
 ]

@@ -1,7 +1,9 @@
 """Self-supervised methods: nn.Modules with ``training_step(views, labels) -> dict of losses`` and
-the hooks of :class:`~contrastkit.methods.base.Method`, selectable by name; and the contrastive
-auxiliary losses an RL agent adds to its own update (CURL, ATC)."""
+the hooks of :class:`~contrastkit.methods.base.Method`, selectable by name (with AAM-softmax, the
+supervised baseline of speaker encoders); and the contrastive auxiliary losses an RL agent adds to
+its own update (CURL, ATC)."""
 
+from contrastkit.methods.aam_softmax import AAMSoftmax
 from contrastkit.methods.base import Method, MomentumMethod, Progress, forward_views
 from contrastkit.methods.byol import BYOL
 from contrastkit.methods.clip import CLIP, SigLIP
@@ -18,7 +20,7 @@ from contrastkit.methods.supcon import SupCon
 from contrastkit.methods.swav import SwAV
 from contrastkit.methods.ts2vec import TS2Vec
 
-__all__ = ["ATCAuxiliaryLoss", "BPRMF", "BYOL", "BarlowTwins", "CLIP", "CURLAuxiliaryLoss", "CoSENT", "DINO",
-           "LightGCN", "METHODS", "Method", "MoCoV2", "MoCoV3", "MomentumMethod", "Progress", "SigLIP", "SimCLR",
-           "SimCSE", "SimCSEUnsup", "SimGCL", "SimSiam", "SupCon", "SwAV", "TS2Vec", "TwoTower", "VICReg", "XSimGCL",
-           "forward_views", "list_methods", "register_method"]
+__all__ = ["AAMSoftmax", "ATCAuxiliaryLoss", "BPRMF", "BYOL", "BarlowTwins", "CLIP", "CURLAuxiliaryLoss", "CoSENT",
+           "DINO", "LightGCN", "METHODS", "Method", "MoCoV2", "MoCoV3", "MomentumMethod", "Progress", "SigLIP",
+           "SimCLR", "SimCSE", "SimCSEUnsup", "SimGCL", "SimSiam", "SupCon", "SwAV", "TS2Vec", "TwoTower", "VICReg",
+           "XSimGCL", "forward_views", "list_methods", "register_method"]

@@ -13,6 +13,7 @@ Example::
 
     contrastkit train --dataset fsdd --method simclr data_root=../shared/data
     contrastkit train --dataset fsdd --method supcon audio.target=speaker data_root=../shared/data
+    contrastkit train --dataset fsdd --method aam_softmax audio.target=speaker data_root=../shared/data
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class AudioModality(Modality):
         return ["fsdd", f"{AUDIO_PREFIX}<folder of class folders, or CSV path,label,speaker[,split]>"]
 
     def list_entries(self) -> dict[str, list[str]]:
-        return {"backbones": list(AUDIO_BACKBONES), "presets": list(AUDIO_PRESETS)}
+        return {"backbones": [*AUDIO_BACKBONES, "hf:<a Hugging Face audio model: wav2vec 2.0, HuBERT, WavLM>"],
+                "presets": list(AUDIO_PRESETS)}
 
     def load(self, config: Config) -> AudioSplits:
         """The clips ``config.dataset`` names, at the options' rate and length, labelled by the target."""
@@ -94,12 +96,17 @@ class AudioModality(Modality):
 
     def build(self, config: Config, method_class: type[Method], splits: AudioSplits | None,
               device: torch.device) -> Built:
-        if config.backbone not in AUDIO_BACKBONES:
+        if config.backbone not in AUDIO_BACKBONES and not config.backbone.startswith("hf:"):
             raise ConfigError(f"{config.dataset} holds audio, so its encoder is an audio encoder "
-                              f"({', '.join(AUDIO_BACKBONES)}), not {config.backbone!r}.")
+                              f"({', '.join(AUDIO_BACKBONES)}, or hf:<a Hugging Face audio model>), not "
+                              f"{config.backbone!r}.")
         splits = splits or self.load(config)
         torch.manual_seed(config.seed)
         backbone = create_audio_backbone(config.backbone, splits.sample_rate)
+        if "classes" in method_class.default_options:
+            # A classifier head (AAM-softmax) is sized by the labels of the data.
+            config = dataclasses.replace(config, method_options={**config.method_options,
+                                                                 "classes": len(splits.classes)})
         method = method_class.from_config(backbone, config).to(device)
         preset_name = config.preset or "simclr"
         # Log-mel encoders get log-mel views (SpecAugment on them); evaluation feeds them the clips.

@@ -10,6 +10,8 @@
   mean and max over time of the frequency-averaged maps concatenated.
 * ``ecapa`` (:class:`ECAPA`): an ECAPA-TDNN-style speaker encoder on log-mels (SE-Res2 blocks,
   attentive statistics pooling), small by default.
+* ``hf:<name or folder>`` (:class:`HFAudioEncoder`): any Hugging Face audio model (wav2vec 2.0,
+  HuBERT, WavLM), its last hidden states averaged over each clip's frames.
 
 The log-mel encoders take waveforms (B, 1, L), which their ``frontend`` turns into log-mels, or
 log-mels (B, 1, n_mels, frames) as they are, so views can be made on the spectrogram (SpecAugment,
@@ -29,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit._checks import check_ndim
+from contrastkit.augment.audio import observed_lengths
 from contrastkit.errors import ConfigError, InputError
 from contrastkit.models.backbones import create_backbone, register_backbone
 
@@ -334,15 +337,67 @@ def ecapa(in_channels: int = 1, **kwargs) -> nn.Module:
     return ECAPA(in_channels=in_channels, **kwargs)
 
 
+class HFAudioEncoder(nn.Module):
+    """A Hugging Face audio model (``AutoModel``: wav2vec 2.0, HuBERT, WavLM) on (B, 1, L) waveforms:
+    each clip normalised over its observed samples as the model's feature extractor does, and the
+    last hidden states averaged over the frames those samples cover (zero padding is not speech).
+
+    Args:
+        name: a hub id (``facebook/wav2vec2-base``) or a local folder holding the model and its
+            feature extractor (``save_pretrained``).
+        sample_rate: the clips' rate, which must be the one the model was trained at.
+    """
+
+    frontend = None
+
+    def __init__(self, name: str, sample_rate: int) -> None:
+        super().__init__()
+        try:
+            from transformers import AutoFeatureExtractor, AutoModel
+        except ImportError:
+            raise ConfigError("hf: audio encoders need transformers: pip install transformers") from None
+        try:
+            extractor = AutoFeatureExtractor.from_pretrained(name)
+            self.model = AutoModel.from_pretrained(name)
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"cannot load the Hugging Face audio model {name!r} ({str(error).splitlines()[0]}); "
+                              "give a hub id that is reachable or cached, or a folder saved with save_pretrained.") \
+                from None
+        rate = getattr(extractor, "sampling_rate", None)
+        if rate is not None and rate != sample_rate:
+            raise ConfigError(f"{name} was trained on {rate} Hz audio but the clips are at {sample_rate} Hz; set "
+                              f"audio.sample_rate={rate}.")
+        self.normalise = bool(getattr(extractor, "do_normalize", True))
+        self.feature_dim = int(self.model.config.hidden_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_ndim("audio", x, 3, "(B, 1, L) waveforms")
+        samples = x[:, 0]
+        lengths = observed_lengths(x).clamp(min=1)
+        inside = torch.arange(samples.shape[1], device=x.device)[None, :] < lengths[:, None]
+        if self.normalise:
+            count = lengths[:, None].to(samples.dtype)
+            mean = (samples * inside).sum(dim=1, keepdim=True) / count
+            variance = (((samples - mean) * inside) ** 2).sum(dim=1, keepdim=True) / count
+            samples = torch.where(inside, (samples - mean) / torch.sqrt(variance + 1e-7), torch.zeros_like(samples))
+        hidden = self.model(samples).last_hidden_state
+        frames = self.model._get_feat_extract_output_lengths(lengths).clamp(1, hidden.shape[1])
+        keep = (torch.arange(hidden.shape[1], device=x.device)[None, :] < frames[:, None]).to(hidden.dtype)
+        return (hidden * keep[..., None]).sum(dim=1) / keep.sum(dim=1, keepdim=True)
+
+
 def create_audio_backbone(name: str, sample_rate: int) -> nn.Module:
-    """The registered audio encoder ``name`` for clips at ``sample_rate`` Hz.
+    """The registered audio encoder ``name`` (or ``hf:<model>``) for clips at ``sample_rate`` Hz.
 
     Example:
         >>> create_audio_backbone("wave_cnn", 8000).feature_dim
         256
     """
+    if name.startswith("hf:"):
+        return HFAudioEncoder(name[len("hf:"):], sample_rate)
     if name not in AUDIO_BACKBONES:
-        raise ConfigError(f"audio clips need an audio encoder ({', '.join(AUDIO_BACKBONES)}), not {name!r}.")
+        raise ConfigError(f"audio clips need an audio encoder ({', '.join(AUDIO_BACKBONES)}, or hf:<a Hugging Face "
+                          f"audio model>), not {name!r}.")
     return create_backbone(name, in_channels=1, sample_rate=sample_rate)
 
 
