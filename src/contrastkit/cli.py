@@ -134,6 +134,24 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--seed", type=int, default=0, help="seed of the shuffle before packing (default 0)")
     pack.add_argument("--no-shuffle", action="store_true", help="keep the tree's sorted order")
 
+    collect = commands.add_parser("collect", help="collect random-policy rollouts of a gymnasium / Atari environment "
+                                  "into a folder (resumable: run it again to finish)")
+    collect.add_argument("env", help="gymnasium id: ALE/Pong-v5, CartPole-v1, MiniGrid-Empty-5x5-v0, ...")
+    collect.add_argument("--out", type=Path, required=True, help="the folder of chunk files and collection.json")
+    collect.add_argument("--steps", type=int, default=100_000, help="environment steps (default 100000)")
+    collect.add_argument("--seed", type=int, default=0, help="seed of the resets and the policy (default 0)")
+    collect.add_argument("--chunk-steps", type=int, default=10_000, help="steps per chunk file (default 10000)")
+    collect.add_argument("--size", type=int, default=None, help="resize frames to SIZE x SIZE (default: as rendered)")
+
+    speech = commands.add_parser("make-speech", help="write a multi-speaker speech corpus with espeak-ng (each voice "
+                                 "a speaker) for audio:OUT/clips.csv")
+    speech.add_argument("out", type=Path, help="the folder of WAVs and clips.csv")
+    speech.add_argument("--voices", type=int, default=40, help="espeak-ng voice variants used (default 40)")
+    speech.add_argument("--test-voices", type=int, default=10, help="the last voices, held out (default 10)")
+    speech.add_argument("--repeats", type=int, default=3, help="renditions of each text per voice (default 3)")
+    speech.add_argument("--texts", nargs="+", default=None, help="the texts, each a label (default: the ten digits)")
+    speech.add_argument("--seed", type=int, default=0, help="seed of each rendition's speed and pitch (default 0)")
+
     commands.add_parser("list", help="list the modalities with their methods, datasets, backbones and augmentation "
                          "presets, and the heads")
     return parser
@@ -261,11 +279,38 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _collect(args: argparse.Namespace) -> int:
+    from contrastkit.data.collect import collect_to_folder
+
+    try:
+        folder = collect_to_folder(args.env, args.out, args.steps, seed=args.seed, chunk_steps=args.chunk_steps,
+                                   size=args.size)
+    except KeyboardInterrupt:
+        print("\ninterrupted; every chunk is written whole or not at all. Run the same `contrastkit collect` command "
+              "again to finish.", file=sys.stderr)
+        return 130
+    print(f"collected {args.steps} steps of {args.env} in {folder}")
+    return 0
+
+
+def _make_speech(args: argparse.Namespace) -> int:
+    from contrastkit.data.espeak import DIGITS, make_speech_corpus
+
+    table = make_speech_corpus(args.out, texts=args.texts or DIGITS, voices=args.voices, test_voices=args.test_voices,
+                               repeats=args.repeats, seed=args.seed)
+    print(f"wrote {table}; train on it with: contrastkit train --dataset audio:{table} audio.target=speaker")
+    return 0
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     if args.command == "list":
         print(_list())
         return 0
+    if args.command == "collect":
+        return _collect(args)
+    if args.command == "make-speech":
+        return _make_speech(args)
     if args.command == "pack-shards":
         return _pack_shards(args)
     if args.command == "export":

@@ -160,7 +160,7 @@ DESCRIPTIONS: dict[str, str] = {
     "log_every": "steps between logged losses (the only host sync of the loop)",
     "health": ("log the representation's health (embedding std, RankMe, alignment, uniformity) at logged steps "
                "and warn when it collapses"),
-    "stop_on_collapse": "end the run, its last checkpoint kept, when the embeddings collapse",
+    "stop_on_collapse": "end the run, its last checkpoint kept, when the embeddings collapse (self-supervised methods)",
     "progress": "show a progress bar",
     "out": "run folder (default runs/<method>-<dataset>-<time>)",
     "evaluate": ("score after training: kNN and linear probes (images), plus zero-shot or retrieval (image-text), "

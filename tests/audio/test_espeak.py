@@ -34,3 +34,13 @@ def test_bad_requests_say_what_to_give(tmp_path):
         make_speech_corpus(tmp_path, voices=["no-such-voice"])
     with pytest.raises(ConfigError, match="test_voices must leave voices for both splits"):
         make_speech_corpus(tmp_path, voices=2, test_voices=2)
+
+
+def test_make_speech_writes_a_corpus_from_the_command_line(tmp_path, run_cli, capsys):
+    out = tmp_path / "speech"
+    assert run_cli("make-speech", str(out), "--voices", "3", "--test-voices", "1", "--repeats", "1",
+                   "--texts", "yes", "no") == 0
+    assert f"audio:{out / 'clips.csv'}" in capsys.readouterr().out
+    assert len((out / "clips.csv").read_text().splitlines()) == 1 + 3 * 2
+    assert run_cli("make-speech", str(tmp_path / "bad"), "--voices", "2", "--test-voices", "2") == 2
+    assert "test_voices must leave voices" in capsys.readouterr().err

@@ -80,6 +80,24 @@ def test_stop_on_collapse_ends_the_run_with_a_clear_error_and_its_last_checkpoin
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
 
 
+def test_supervised_methods_log_their_health_but_are_not_judged(tmp_path):
+    # The same collapse by construction, under a method that learns from labels: logged, not warned.
+    class SupervisedCollapsing(CollapsingMethod):
+        requires_labels = True
+
+    method = SupervisedCollapsing()
+    images = torch.randint(0, 255, (64, 1, 2, 2), dtype=torch.uint8)
+    loader = DeviceLoader(images, torch.zeros(64, dtype=torch.long), 16)
+    two_views = lambda images, generator=None: [images.float() / 255, images.float() / 255 + 0.1]  # noqa: E731
+    trainer = Trainer(method, two_views, loader, torch.optim.SGD(method.parameters(), lr=0.01), epochs=3,
+                      log_every=1, progress=False, out_dir=tmp_path / "run", stop_on_collapse=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trainer.fit()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["rankme"] < 1.5
+
+
 def test_health_can_be_turned_off(tmp_path):
     records, _ = train_digits(tmp_path, "quiet", health=False)
     assert not any(key in record for record in records for key in HEALTH_KEYS)

@@ -9,12 +9,11 @@ hundred: ``espeak-ng --voices=variant``) are the speakers.
 
 Example::
 
-    python -m contrastkit.data.espeak /tmp/speech --voices 40 --test-voices 10 --repeats 3
+    contrastkit make-speech /tmp/speech --voices 40 --test-voices 10 --repeats 3
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import shutil
 import subprocess
@@ -93,22 +92,3 @@ def make_speech_corpus(out: str | Path, *, texts: Sequence[str] = DIGITS, voices
         writer.writerow(("path", "label", "speaker", "split"))
         writer.writerows(rows)
     return table
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m contrastkit.data.espeak OUT [--voices N] [--test-voices N] [--repeats N] [--texts ...]``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out")
-    parser.add_argument("--voices", type=int, default=40)
-    parser.add_argument("--test-voices", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--texts", nargs="+", default=list(DIGITS))
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    table = make_speech_corpus(args.out, texts=args.texts, voices=args.voices, test_voices=args.test_voices,
-                               repeats=args.repeats, seed=args.seed)
-    print(f"wrote {table}")
-
-
-if __name__ == "__main__":
-    main()

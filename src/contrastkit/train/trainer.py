@@ -149,6 +149,9 @@ class Trainer:
         self.monitor = CollapseMonitor(method_name or next(iter(registered), type(method).__name__),
                                        stop=stop_on_collapse,
                                        grace_steps=min(self.steps_per_epoch, COLLAPSE_GRACE_STEPS))
+        # Supervised methods (SupCon, AAM-softmax) are not judged: they gather each class's embeddings
+        # around one direction by design, a rank near the number of classes that reads as collapse.
+        self.judge_collapse = not getattr(method, "requires_labels", False)
         self._training_step = wrap_training_step(method, self.device, find_unused_parameters=find_unused_parameters)
         self._step = torch.compile(self._train_step, mode=compile_mode) if compile else self._train_step
         # A MultiView splits into CPU sampling and a device-side apply with no host sync, which
@@ -269,7 +272,7 @@ class Trainer:
                 shown = {"rankme": f"{record['rankme']:.1f}"} if "rankme" in record else {}
                 bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.3g}", per_s=f"{record['samples_per_second']:.0f}",
                                 **shown)
-                if health:
+                if health and self.judge_collapse:
                     self.monitor.check(record, self.probe.dim, self.state.step, self._kept_checkpoint())
                 loss_sum.zero_()
                 interval_steps, interval_start = 0, time.perf_counter()
