@@ -3,6 +3,8 @@ scored pairs as text; images with captions) and the batch loaders: device-reside
 memory or streamed from files for images, sentence lists for text, images with their candidate
 caption ids for image-text."""
 
+from contrastkit.data.atariari import (RAM_ANNOTATIONS, AtariARIEpisodes, annotated_games, collect_atariari_episodes,
+                                       ram_labels)
 from contrastkit.data.datasets import list_datasets, load_dataset, load_image_folder, load_jpeg_archive
 from contrastkit.data.device_loader import DeviceLoader
 from contrastkit.data.host_loader import HostLoader, create_loader
@@ -17,4 +19,5 @@ __all__ = ["DATASETS", "CaptionedLoader", "DatasetSplits", "DeviceLoader", "Host
            "ImageTextSplits", "StreamLoader", "StreamedImages", "TextDataset", "TextLoader", "TextSplits",
            "captions_from_classes", "create_loader", "list_datasets", "list_text_datasets", "load_caption_table",
            "load_dataset", "load_image_folder", "load_image_text_dataset", "load_jpeg_archive", "load_shards",
-           "load_text_dataset", "pack_shards", "register_dataset"]
+           "load_text_dataset", "pack_shards", "register_dataset",
+           "RAM_ANNOTATIONS", "AtariARIEpisodes", "annotated_games", "collect_atariari_episodes", "ram_labels"]

@@ -18,6 +18,8 @@ from contrastkit.evaluate.linear import linear_probe
 from contrastkit.evaluate.metrics import classification_metrics, confusion_matrix
 from contrastkit.evaluate.plots import plot_embedding, plot_training_curves
 from contrastkit.evaluate.retrieval import retrieval_recall
+from contrastkit.evaluate.state_probe import (StateProbes, category_mean, probe_f1, state_probe_scores,
+                                              train_state_probes, weighted_f1)
 from contrastkit.evaluate.sts import spearman, sts_spearman
 from contrastkit.evaluate.zero_shot import zero_shot_classifier, zero_shot_predict
 
@@ -51,4 +53,5 @@ __all__ = [
     "uniformity",
     "zero_shot_classifier",
     "zero_shot_predict",
+    "StateProbes", "category_mean", "probe_f1", "state_probe_scores", "train_state_probes", "weighted_f1",
 ]

@@ -21,6 +21,7 @@ from contrastkit.losses.pairwise import (ContrastiveLoss, LogisticLoss, NPairLos
                                          logistic_loss, n_pair_loss, sigmoid_loss)
 from contrastkit.losses.redundancy import BarlowTwinsLoss, VICRegLoss, barlow_twins_loss, vicreg_loss
 from contrastkit.losses.sampled_softmax import SampledSoftmaxLoss, bpr_loss, sampled_softmax_loss
+from contrastkit.losses.stdim import STDIMLoss, stdim_loss, stdim_loss_terms
 from contrastkit.losses.supcon import SupConLoss, supcon_loss
 from contrastkit.losses.swav import SwAVLoss, sinkhorn_knopp, swav_loss
 from contrastkit.losses.tiled import tiled_clip_loss, tiled_info_nce
@@ -35,5 +36,6 @@ __all__ = [
     "negative_cosine_similarity", "pair_info_nce", "semi_hard_triplets", "sigmoid_loss", "sinkhorn_knopp",
     "supcon_loss", "swav_loss", "tiled_clip_loss", "tiled_info_nce", "triplet_loss", "vicreg_loss",
     "SampledSoftmaxLoss", "bpr_loss", "sampled_softmax_loss",
+    "STDIMLoss", "stdim_loss", "stdim_loss_terms",
     "AAMSoftmaxLoss", "aam_softmax_loss", "bilinear_info_nce",
 ]

@@ -8,6 +8,7 @@ from contrastkit.methods.base import Method, MomentumMethod, Progress, forward_v
 from contrastkit.methods.byol import BYOL
 from contrastkit.methods.clip import CLIP, SigLIP
 from contrastkit.methods.dino import DINO
+from contrastkit.methods.frame_contrast import ATC, CURL, STDIM
 from contrastkit.methods.moco import MoCoV2, MoCoV3
 from contrastkit.methods.recsys import BPRMF, LightGCN, SimGCL, TwoTower, XSimGCL
 from contrastkit.methods.redundancy import BarlowTwins, VICReg
@@ -20,7 +21,8 @@ from contrastkit.methods.supcon import SupCon
 from contrastkit.methods.swav import SwAV
 from contrastkit.methods.ts2vec import TS2Vec
 
-__all__ = ["AAMSoftmax", "ATCAuxiliaryLoss", "BPRMF", "BYOL", "BarlowTwins", "CLIP", "CURLAuxiliaryLoss", "CoSENT",
-           "DINO", "LightGCN", "METHODS", "Method", "MoCoV2", "MoCoV3", "MomentumMethod", "Progress", "SigLIP",
-           "SimCLR", "SimCSE", "SimCSEUnsup", "SimGCL", "SimSiam", "SupCon", "SwAV", "TS2Vec", "TwoTower", "VICReg",
-           "XSimGCL", "forward_views", "list_methods", "register_method"]
+__all__ = ["AAMSoftmax", "ATC", "ATCAuxiliaryLoss", "BPRMF", "BYOL", "BarlowTwins", "CLIP", "CURL",
+           "CURLAuxiliaryLoss", "CoSENT", "DINO", "LightGCN", "METHODS", "Method", "MoCoV2", "MoCoV3",
+           "MomentumMethod", "Progress", "SigLIP", "STDIM", "SimCLR", "SimCSE", "SimCSEUnsup", "SimGCL", "SimSiam",
+           "SupCon", "SwAV", "TS2Vec", "TwoTower", "VICReg", "XSimGCL", "forward_views", "list_methods",
+           "register_method"]

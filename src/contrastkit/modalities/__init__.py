@@ -16,7 +16,8 @@ from contrastkit.modalities.image_text import ImageTextModality
 from contrastkit.modalities.text import TextModality
 from contrastkit.modalities.series import SeriesModality
 from contrastkit.modalities.interactions import InteractionsModality
+from contrastkit.modalities.frames import FramesModality
 
-__all__ = ["MODALITIES", "AudioModality", "Built", "BuiltRun", "ImageModality", "ImageTextModality",
+__all__ = ["MODALITIES", "AudioModality", "Built", "BuiltRun", "FramesModality", "ImageModality", "ImageTextModality",
            "InteractionsModality", "Modality", "SeriesModality", "Splits", "TextModality", "Views", "format_results",
            "probe_results", "register_modality", "resolve_modality"]
