@@ -57,22 +57,25 @@ PAPER_UNVERIFIED = {
 
 @torch.no_grad()
 def features(encoder: AtariEncoder, frames: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """The encoder's features of ``frames`` (kept on the CPU), computed on the encoder's device."""
     encoder.eval()
-    return torch.cat([encoder(frames[i:i + batch]) for i in range(0, len(frames), batch)])
+    device = next(encoder.parameters()).device
+    return torch.cat([encoder(frames[i:i + batch].to(device)).cpu() for i in range(0, len(frames), batch)])
 
 
 def pretrain_stdim(encoder: AtariEncoder, frames: torch.Tensor, episode: torch.Tensor, steps: int, batch: int,
                    lr: float, seed: int) -> list[float]:
     """Train ``encoder`` in place with ST-DIM on pairs (t, t + 1) of the same episode; returns the losses."""
-    loss_fn = STDIMLoss(encoder.feature_dim, encoder.local_dim, validate=False)
+    device = next(encoder.parameters()).device
+    loss_fn = STDIMLoss(encoder.feature_dim, encoder.local_dim, validate=False).to(device)
     optimiser = torch.optim.Adam([*encoder.parameters(), *loss_fn.parameters()], lr=lr, eps=1e-5)
     generator = torch.Generator().manual_seed(seed)
     encoder.train()
     losses = []
     for _ in range(steps):
         t, later = temporal_pairs(episode, k=1, count=batch, generator=generator)
-        global_t, local_t = encoder.forward_maps(frames[t])
-        _, local_later = encoder.forward_maps(frames[later])
+        global_t, local_t = encoder.forward_maps(frames[t].to(device))
+        _, local_later = encoder.forward_maps(frames[later].to(device))
         loss = loss_fn(global_t, local_t, local_later)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -87,7 +90,8 @@ def run_game(game: str, args: argparse.Namespace) -> dict[str, Any]:
     collected = time.perf_counter()
     torch.manual_seed(args.seed)
     random_cnn = AtariEncoder()
-    stdim = copy.deepcopy(random_cnn)  # the same start, so the comparison isolates the pretraining
+    stdim = copy.deepcopy(random_cnn).to(args.device)  # the same start: the comparison isolates the pretraining
+    random_cnn.to(args.device)
     train_episode = data.episode[data.train]
     losses = pretrain_stdim(stdim, data.frames[data.train], train_episode, args.stdim_steps, args.batch_size,
                             args.stdim_lr, args.seed)
@@ -141,6 +145,8 @@ def main() -> None:
     parser.add_argument("--probe-epochs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="where the encoders train and embed (cuda on a GPU machine); "
+                        "the probes train on the CPU")
     parser.add_argument("--merge", nargs="+", help="combine the JSON of earlier runs (one game set each)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
@@ -159,7 +165,8 @@ def main() -> None:
                   flush=True)
         report = {
             "benchmark": "AtariARI linear state probes (Anand et al. 2019 protocol, CPU-sized)",
-            "device": f"cpu ({platform.processor() or platform.machine()}), torch threads {args.threads}",
+            "device": (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else
+                       f"cpu ({platform.processor() or platform.machine()})") + f", torch threads {args.threads}",
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": "python " + " ".join(sys.argv), "torch": torch.__version__,
             "seconds": round(time.perf_counter() - started, 1),
