@@ -298,7 +298,8 @@ def _make_speech(args: argparse.Namespace) -> int:
 
     table = make_speech_corpus(args.out, texts=args.texts or DIGITS, voices=args.voices, test_voices=args.test_voices,
                                repeats=args.repeats, seed=args.seed)
-    print(f"wrote {table}; train on it with: contrastkit train --dataset audio:{table} audio.target=speaker")
+    print(f"wrote {table}; train a speaker encoder on it with: contrastkit train --dataset audio:{table} "
+          "--method aam_softmax audio.target=speaker")
     return 0
 
 

@@ -11,9 +11,9 @@ from contrastkit import config as config_module
 from contrastkit import runs
 from contrastkit.config import Config
 from contrastkit.data.collect import collect_to_folder, load_rollouts
-from contrastkit.data.rollouts import Rollout
+from contrastkit.data.rollouts import Rollout, split_episodes
 from contrastkit.errors import ConfigError, DatasetError
-from contrastkit.modalities.frames import FrameViews, anchors, split_episodes
+from contrastkit.modalities.frames import FrameViews, anchors
 
 gym = pytest.importorskip("gymnasium", reason="frames are collected from gymnasium environments")
 

@@ -40,11 +40,16 @@ import torch
 from torch import Tensor
 
 from contrastkit._checks import check_count, check_ndim, check_positive
-from contrastkit.data.rollouts import Rollout, collect_rollout
+from contrastkit.data.rollouts import Rollout, collect_rollout, split_episodes
 from contrastkit.errors import ConfigError, InputError
 
-__all__ = ["ATARIARI_ENV_IDS", "AtariARIEpisodes", "RAM_ANNOTATIONS", "annotated_games",
-           "collect_atariari_episodes", "make_atariari_env", "ram_labels", "state_variables"]
+__all__ = ["ATARIARI_ENV_IDS", "AtariARIEpisodes", "MIN_LABEL_ENTROPY", "RAM_ANNOTATIONS", "annotated_game",
+           "annotated_games", "collect_atariari_episodes", "label_entropy", "make_atariari_env", "ram_labels",
+           "state_variables"]
+
+# AtariARI leaves out the variables whose label entropy over the frames is under this (nats): a
+# near-constant variable scores a meaningless F1.
+MIN_LABEL_ENTROPY = 0.6
 
 # Game -> {variable: RAM address, or a sequence of addresses (one variable per byte)}; the
 # addresses are AtariARI's (atariari/benchmark/ram_annotations.py).
@@ -168,15 +173,26 @@ def annotated_games() -> list[str]:
     return sorted(RAM_ANNOTATIONS)
 
 
-def _game_key(game: str) -> str:
-    """``game`` as a key of RAM_ANNOTATIONS: "MsPacman", "ms_pacman" and "ALE/MsPacman-v5" all give "mspacman"."""
+def annotated_game(game: str) -> str | None:
+    """``game`` as a key of :data:`RAM_ANNOTATIONS`, or None where AtariARI annotates no such game:
+    "MsPacman", "ms_pacman" and "ALE/MsPacman-v5" all give "mspacman".
+
+    Args:
+        game: a game's name or a gymnasium id.
+    """
     if not isinstance(game, str):
         raise ConfigError(f"game must be a string such as 'pong', got {type(game).__name__}.")
     key = game.split("/")[-1].split("-")[0]
     for suffix in ("NoFrameskip", "Deterministic"):
         key = key.replace(suffix, "")
     key = key.lower().replace("_", "").replace(" ", "")
-    if key not in RAM_ANNOTATIONS:
+    return key if key in RAM_ANNOTATIONS else None
+
+
+def _game_key(game: str) -> str:
+    """:func:`annotated_game`, refusing a game AtariARI does not annotate."""
+    key = annotated_game(game)
+    if key is None:
         raise ConfigError(f"no AtariARI RAM annotation for game {game!r}; annotated games: "
                           f"{', '.join(annotated_games())}.")
     return key
@@ -323,8 +339,8 @@ class AtariARIEpisodes:
         return self.frames[index], {k: v[index] for k, v in self.labels.items()}
 
 
-def _entropy(values: Tensor) -> float:
-    """The entropy in nats of the empirical distribution of ``values``."""
+def label_entropy(values: Tensor) -> float:
+    """The entropy in nats of the empirical distribution of ``values`` (a variable's labels)."""
     counts = torch.unique(values, return_counts=True)[1].double()
     p = counts / counts.sum()
     return float(-(p * p.log()).sum())
@@ -337,7 +353,7 @@ def _drop_seen(index: Tensor, frames: Tensor, seen: set[bytes]) -> Tensor:
 
 
 def collect_atariari_episodes(game: str, steps: int, seed: int, *, min_episode_length: int = 64,
-                              entropy_threshold: float = 0.6, env: Any = None) -> AtariARIEpisodes:
+                              entropy_threshold: float = MIN_LABEL_ENTROPY, env: Any = None) -> AtariARIEpisodes:
     """Collect ``steps`` random-agent steps of ``game`` and split them as AtariARI's probe benchmark does.
 
     The same seed gives the same frames, labels and splits (the environment, the agent and the
@@ -369,8 +385,7 @@ def collect_atariari_episodes(game: str, steps: int, seed: int, *, min_episode_l
     lengths = torch.bincount(rollout.episode)
     long_enough = torch.nonzero(lengths > min_episode_length).flatten()
     count = long_enough.numel()
-    val_at, test_at = int(0.7 * count), int(0.8 * count)
-    if not 0 < val_at < test_at < count:
+    if count < 3:
         raise ConfigError(f"{count} episode(s) of {key} last more than {min_episode_length} steps in {steps} steps, "
                           "too few for a 70/10/20 split of whole episodes with one in each part; collect more steps.")
     keep = torch.isin(rollout.episode, long_enough)
@@ -378,20 +393,16 @@ def collect_atariari_episodes(game: str, steps: int, seed: int, *, min_episode_l
     episode = torch.unique_consecutive(rollout.episode[keep], return_inverse=True)[1]
     labels, dropped = {}, {}
     for name, values in ram_labels(key, ram).items():
-        entropy = _entropy(values)
+        entropy = label_entropy(values)
         if entropy < entropy_threshold:
             dropped[name] = entropy
         else:
             labels[name] = values
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-    split_of = torch.empty(count, dtype=torch.long)
-    split_of[order[:val_at]], split_of[order[val_at:test_at]], split_of[order[test_at:]] = 0, 1, 2
-    rows = split_of[episode]
-    train = torch.nonzero(rows == 0).flatten()
+    train, val, test = split_episodes(episode, seed)
     seen = {frames[int(i)].numpy().tobytes() for i in train}
-    val = _drop_seen(torch.nonzero(rows == 1).flatten(), frames, seen)
+    val = _drop_seen(val, frames, seen)
     seen.update(frames[int(i)].numpy().tobytes() for i in val)
-    test = _drop_seen(torch.nonzero(rows == 2).flatten(), frames, seen)
+    test = _drop_seen(test, frames, seen)
     if val.numel() == 0 or test.numel() == 0:
         raise ConfigError(f"the val or test split of {key} came out empty (every frame also in train); "
                           "collect more steps.")

@@ -34,9 +34,9 @@ from torch import Tensor
 
 from contrastkit._checks import check_count
 from contrastkit.augment.frames import _crop_size
-from contrastkit.errors import ConfigError, InputError
+from contrastkit.errors import ConfigError, DatasetError, InputError
 
-__all__ = ["Rollout", "collect_rollout", "temporal_pairs"]
+__all__ = ["Rollout", "collect_rollout", "split_episodes", "temporal_pairs"]
 
 
 @dataclass
@@ -162,3 +162,29 @@ def temporal_pairs(episode: Tensor, k: int, count: int,
                          "collect longer episodes or lower k.")
     t = valid[torch.randint(valid.numel(), (count,), generator=generator)]
     return t, t + k
+
+
+def split_episodes(episode: Tensor, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The steps of the train, val and test episodes: whole episodes shuffled by ``seed`` and split
+    70 / 10 / 20 % as AtariARI splits them (the first int(0.7 n) shuffled episodes train, up to
+    int(0.8 n) val), each part given at least one episode where those shares would leave it none.
+
+    Args:
+        episode: (T,) sorted episode ids 0, 1, ... (:attr:`Rollout.episode`).
+        seed: seeds the shuffle.
+
+    Example:
+        >>> train, val, test = split_episodes(torch.repeat_interleave(torch.arange(10), 3), seed=0)
+        >>> len(train), len(val), len(test)
+        (21, 3, 6)
+    """
+    count = int(episode.max()) + 1 if episode.numel() else 0
+    if count < 3:
+        raise DatasetError(f"the rollout holds {count} episode(s); splitting whole episodes into train, val and "
+                           "test needs at least 3: collect more steps.")
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    val_at = max(1, int(0.7 * count))
+    test_at = min(max(val_at + 1, int(0.8 * count)), count - 1)
+    val_at = min(val_at, test_at - 1)
+    parts = (order[:val_at], order[val_at:test_at], order[test_at:])
+    return tuple(torch.nonzero(torch.isin(episode, part)).flatten() for part in parts)

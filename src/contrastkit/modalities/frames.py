@@ -33,18 +33,17 @@ from torch import Tensor
 
 from contrastkit.augment.frames import RandomShift
 from contrastkit.config import Config
+from contrastkit.data.atariari import MIN_LABEL_ENTROPY, annotated_game, label_entropy, ram_labels
 from contrastkit.data.collect import MANIFEST, load_rollouts
 from contrastkit.data.device_loader import BatchLoader, DeviceLoader
-from contrastkit.data.rollouts import Rollout
+from contrastkit.data.rollouts import Rollout, split_episodes
 from contrastkit.errors import ConfigError, DatasetError
-from contrastkit.evaluate import extract_features
+from contrastkit.evaluate import extract_features, state_probe_scores
 from contrastkit.methods import Method
 from contrastkit.modalities.base import Built, BuiltRun, Modality, register_modality
 
 ROLLOUTS_PREFIX = "rollouts:"
 BACKBONE = "atari_cnn"
-# AtariARI leaves out variables whose label entropy over the frames is under this (nats).
-MIN_ENTROPY = 0.6
 # ATC's Atari settings where they fit a CPU: Adam 1e-3 (AdamW without decay), batch 128 (ATC: 512), few epochs.
 FRAMES_RECIPE = dict(backbone=BACKBONE, epochs=5, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=0.0,
                      warmup_epochs=0.0, knn_k=20)
@@ -74,32 +73,10 @@ class FrameSplits:
     classes: list[str] = field(default_factory=list)
 
 
-def split_episodes(episode: Tensor, seed: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The steps of the train, val and test episodes: whole episodes, shuffled by ``seed`` and split
-    70 / 10 / 20 %, each part at least one episode.
-
-    Args:
-        episode: (T,) sorted episode ids (:attr:`Rollout.episode`).
-        seed: seeds the shuffle.
-    """
-    count = int(episode.max()) + 1 if episode.numel() else 0
-    if count < 3:
-        raise DatasetError(f"the collection holds {count} episode(s); splitting whole episodes into train, val and "
-                           "test needs at least 3: collect more steps.")
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-    val_at, test_at = max(1, round(0.7 * count)), max(2, round(0.8 * count))
-    val_at, test_at = min(val_at, count - 2), min(max(test_at, val_at + 1), count - 1)
-    parts = (order[:val_at], order[val_at:test_at], order[test_at:])
-    return tuple(torch.nonzero(torch.isin(episode, part)).flatten() for part in parts)
-
-
 def _game(folder: Path) -> str | None:
     """The AtariARI game of a collection's environment, or None where AtariARI annotates none."""
-    from contrastkit.data.atariari import annotated_games
-
     env = json.loads((folder / MANIFEST).read_text())["env"]
-    key = env.split("/")[-1].split("-")[0].lower().replace("noframeskip", "").replace("deterministic", "")
-    return key if env.startswith("ALE/") and key in annotated_games() else None
+    return annotated_game(env) if env.startswith("ALE/") else None
 
 
 class FrameViews:
@@ -223,16 +200,14 @@ class FramesModality(Modality):
 
     def evaluate(self, run: BuiltRun, protocols: Sequence[str]) -> dict[str, Any]:
         """AtariARI's probes of the encoder and of the random CNN (module docstring)."""
-        from contrastkit.data.atariari import ram_labels
-        from contrastkit.evaluate.state_probe import state_probe_scores
-
         splits, config = run.splits, run.config
         if splits.game is None:
             print(f"note: {config.dataset} is not an Atari game AtariARI annotates, so it has no state variables to "
                   "probe; see the training health in metrics.jsonl.", flush=True)
             return {}
         labels = ram_labels(splits.game, splits.rollout.ram)
-        kept = {name: values for name, values in labels.items() if _entropy(values[splits.train.steps]) >= MIN_ENTROPY}
+        kept = {name: values for name, values in labels.items()
+                if label_entropy(values[splits.train.steps]) >= MIN_LABEL_ENTROPY}
         if not kept:
             print(f"note: every state variable of {splits.game} is nearly constant over the train frames; nothing "
                   "to probe (collect more steps).", flush=True)
@@ -256,13 +231,6 @@ class FramesModality(Modality):
                                                          for name, value in scores["f1"].items()}
         print(format_state_probes(results, splits.game, self.raw_name), flush=True)
         return results
-
-
-def _entropy(values: Tensor) -> float:
-    """The entropy in nats of the empirical distribution of ``values``."""
-    counts = torch.bincount(values).double()
-    share = counts[counts > 0] / counts.sum()
-    return float(-(share * share.log()).sum())
 
 
 def format_state_probes(results: dict[str, Any], game: str, raw_name: str) -> str:
