@@ -3,6 +3,7 @@
 Collects a random-policy rollout from an Atari game (or any gymnasium environment: CartPole-v1
 renders its frames with ``render_mode="rgb_array"`` and pygame), then trains a small Q-network
 on it, offline, with the contrastive term added to its TD loss; prints both losses as it goes.
+``benchmarks/atari100k.py`` is the same idea as a whole agent, trained online, reporting returns.
 
     pip install gymnasium ale-py
     PYTHONPATH=src python examples/curl_atari.py --env ALE/Pong-v5 --updates 100
