@@ -17,9 +17,9 @@ keys from a momentum copy of the encoder (momentum 0.99 here, ``--curl-momentum`
 CURL adds it to its data-efficient Rainbow (Srinivas et al. 2020). The lines it adds are marked
 ``# +``.
 
-100,000 agent steps per run (400,000 frames), then ``--eval-episodes`` episodes; a GPU runs one
-in minutes, a CPU in hours, so this is GPU work (``benchmarks/RESULTS.md``). Runs are independent
-processes with ``--jobs``:
+100,000 agent steps per run (400,000 frames), then ``--eval-episodes`` episodes; on two CPU cores
+an update takes about 0.1 s, so a run is hours there and this is GPU work (``benchmarks/RESULTS.md``).
+Runs are independent processes with ``--jobs``:
 
     python benchmarks/atari100k.py --games Pong Breakout --aux none curl --seeds 0 1 2 --device cuda --jobs 12
     python benchmarks/atari100k.py --games Pong --steps 2000 --learning-starts 200 --eval-episodes 1  # smoke run
