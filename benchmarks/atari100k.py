@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastkit.augment.frames import RandomShift
+from contrastkit.data.rollouts import Rollout
 from contrastkit.methods.rl_auxiliary import CURLAuxiliaryLoss
 
 STACK, SIZE, HIDDEN = 4, 84, 512
@@ -124,7 +125,7 @@ class FrameReplay:
         self.actions = torch.zeros(capacity, dtype=torch.long)
         self.rewards = torch.zeros(capacity)
         self.terminal = torch.zeros(capacity, dtype=torch.bool)
-        self.first = torch.zeros(capacity, dtype=torch.long)  # the first step of each step's episode
+        self.episode = torch.zeros(capacity, dtype=torch.long)  # episode ids 0, 1, ..., as Rollout keeps them
         self.size = 0
 
     def add(self, frame: np.ndarray, action: int, reward: float, terminal: bool, episode_start: bool) -> None:
@@ -133,13 +134,16 @@ class FrameReplay:
             raise RuntimeError(f"the replay is full ({self.capacity} steps); give it the run's number of steps.")
         self.frames[i] = torch.from_numpy(frame)
         self.actions[i], self.rewards[i], self.terminal[i] = action, reward, terminal
-        self.first[i] = i if episode_start or i == 0 else self.first[i - 1]
+        self.episode[i] = 0 if i == 0 else self.episode[i - 1] + int(episode_start)
         self.size += 1
 
     def stacks(self, index: Tensor) -> Tensor:
-        """(B, stack, H, W) uint8 stacks ending at the steps ``index``, oldest frame first."""
-        steps = torch.maximum(index[:, None] + torch.arange(1 - self.stack, 1), self.first[index][:, None])
-        return self.frames[steps]
+        """(B, stack, H, W) uint8 stacks ending at the steps ``index``, oldest frame first (:meth:`Rollout.stacks`
+        on the steps stored so far)."""
+        n = self.size
+        stored = Rollout(frames=self.frames[:n, None], actions=self.actions[:n], rewards=self.rewards[:n],
+                         episode=self.episode[:n])
+        return stored.stacks(index, self.stack)
 
     def sample(self, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """(obs, action, n-step return, discount of the bootstrap, obs n steps later) of ``count``

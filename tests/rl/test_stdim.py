@@ -127,3 +127,16 @@ def test_clear_errors_for_bad_input():
         stdim_loss(g, la, lp.clone().fill_(float("nan")), wg, wl)
     with pytest.raises(ConfigError, match="local_dim"):
         STDIMLoss(local_dim=0)
+
+
+def test_module_validate_per_call_overrides_its_setting():
+    torch.manual_seed(0)
+    loss_fn = STDIMLoss(16, 8)  # validates by default
+    g, la = torch.randn(4, 16), torch.randn(4, 8, 3, 2)
+    lp = torch.full((4, 8, 3, 2), float("nan"))
+    with pytest.raises(InputError, match="local_positive"):
+        loss_fn(g, la, lp)
+    assert math.isnan(loss_fn(g, la, lp, validate=False).item())  # the trainer's fast path skips the sync
+    quiet = STDIMLoss(16, 8, validate=False)
+    with pytest.raises(InputError, match="local_positive"):
+        quiet.terms(g, la, lp, validate=True)

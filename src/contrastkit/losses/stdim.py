@@ -134,13 +134,16 @@ class STDIMLoss(nn.Module):
         self.local_head = nn.Linear(local_dim, local_dim)
         self.validate = validate
 
-    def terms(self, global_anchor: Tensor, local_anchor: Tensor, local_positive: Tensor) -> tuple[Tensor, Tensor]:
-        """The (global-local, local-local) terms (see :func:`stdim_loss_terms`)."""
+    def terms(self, global_anchor: Tensor, local_anchor: Tensor, local_positive: Tensor, *,
+              validate: bool | None = None) -> tuple[Tensor, Tensor]:
+        """The (global-local, local-local) terms (see :func:`stdim_loss_terms`); ``validate`` None
+        follows the module's setting."""
         return stdim_loss_terms(global_anchor, local_anchor, local_positive, self.global_head.weight,
                                 self.local_head.weight, self.global_head.bias, self.local_head.bias,
-                                validate=self.validate)
+                                validate=self.validate if validate is None else validate)
 
-    def forward(self, global_anchor: Tensor, local_anchor: Tensor, local_positive: Tensor) -> Tensor:
+    def forward(self, global_anchor: Tensor, local_anchor: Tensor, local_positive: Tensor, *,
+                validate: bool | None = None) -> Tensor:
         """The loss for anchors (frame t: global feature and local map) and positives (frame t + 1: local map)."""
-        global_local, local_local = self.terms(global_anchor, local_anchor, local_positive)
+        global_local, local_local = self.terms(global_anchor, local_anchor, local_positive, validate=validate)
         return global_local + local_local

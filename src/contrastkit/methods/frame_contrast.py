@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from contrastkit.errors import ConfigError
 from contrastkit.methods.base import Method, Progress, require_two_views
 from contrastkit.methods.registry import register_method
-from contrastkit.losses.stdim import STDIMLoss, stdim_loss
+from contrastkit.losses.stdim import STDIMLoss
 from contrastkit.methods.rl_auxiliary import ATCAuxiliaryLoss, CURLAuxiliaryLoss
 
 __all__ = ["ATC", "CURL", "STDIM"]
@@ -123,10 +123,7 @@ class STDIM(_FrameContrast):
         require_two_views(views, "STDIM")
         global_anchor, local_anchor = self.backbone.forward_maps(views[0])
         _, local_positive = self.backbone.forward_maps(views[1])
-        heads = self.criterion
-        return {"loss": stdim_loss(global_anchor, local_anchor, local_positive, heads.global_head.weight,
-                                   heads.local_head.weight, heads.global_head.bias, heads.local_head.bias,
-                                   validate=validate)}
+        return {"loss": self.criterion(global_anchor, local_anchor, local_positive, validate=validate)}
 
     def on_step_end(self, progress: Progress) -> None:
         """Nothing to update: ST-DIM has no momentum target."""
